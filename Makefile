@@ -1,0 +1,45 @@
+# labrun: `make train` runs the default experiment, `make test` the test suite.
+# Both build .venv from scratch when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision are pinned to the builds this project is tested with.
+TORCH := torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.PHONY: install train test test-all lint format ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: install
+	$(BIN)/labrun train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: install
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+# The MLflow UI over the embedded store that `labrun train` writes.
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/runs/mlflow.db}" \
+		--host $(HOST) --port $(PORT)
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache dist build
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

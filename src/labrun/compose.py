@@ -1,0 +1,64 @@
+"""Where the configs live and the resolvers they use; the first step of the loop."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    import lightning as L
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ROOT_MARKERS = ("pyproject.toml", ".git")
+
+
+def config_dir() -> Path:
+    """The config folder: the one shipped in the wheel, else the source checkout's `conf/`."""
+    packaged = PACKAGE_DIR / "conf"
+    if packaged.is_dir():
+        return packaged
+    return PACKAGE_DIR.parent.parent / "conf"
+
+
+def project_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """`$LABRUN_ROOT`, else the nearest folder above `start` (the cwd) holding a project marker.
+
+    A user running from a sub-folder of their project gets the project's run folder, and one
+    running outside any project gets the current directory.
+    """
+    if env := os.environ.get("LABRUN_ROOT"):
+        return Path(env).resolve()
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / marker).exists() for marker in ROOT_MARKERS):
+            return folder
+    return here
+
+
+def register_resolvers() -> None:
+    """Resolvers used by the configs; safe to call more than once."""
+    if not OmegaConf.has_resolver("labrun.root"):
+        OmegaConf.register_new_resolver("labrun.root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("labrun.abspath"):
+        OmegaConf.register_new_resolver("labrun.abspath", lambda p: str(Path(p).resolve()))
+
+
+def build_trainer(cfg: DictConfig, run_id: str | None) -> L.Trainer:
+    """Callbacks and loggers from their groups; the MLflow logger writes into run `run_id`."""
+    from hydra.utils import instantiate
+
+    from labrun.tracking.logger import RunLogger
+
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    loggers = []
+    for conf in (cfg.logger or {}).values():
+        if conf is None:
+            continue
+        if conf.get("_target_") == f"{RunLogger.__module__}.{RunLogger.__name__}":
+            loggers.append(instantiate(conf, run_id=run_id))
+        else:
+            loggers.append(instantiate(conf))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -1,0 +1,3 @@
+from labrun.data.text import TextClassificationData
+
+__all__ = ["TextClassificationData"]

@@ -1,0 +1,117 @@
+"""Readers for the on-disk formats of text-classification data, chosen by config.
+
+Files are read as bytes, split on `\\n` only (some corpora hold 0x85, which `str.splitlines`
+treats as a line break) and decoded with an explicit codec. A line that does not fit its
+format is an error naming the file and line number: never dropped, never merged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from labrun.errors import DataError
+
+Row = tuple[int, str, str]  # (line number, label, text)
+
+
+def read_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line without its line end); a final empty line is skipped."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, raw in enumerate(lines, start=1):
+        raw = raw.removesuffix(b"\r")
+        try:
+            yield number, raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}:{number}: cannot decode as {encoding} ({exc.reason} at byte "
+                f"{exc.start}); set data.encoding to the file's encoding"
+            ) from None
+
+
+def _malformed(path: Path, number: int, expected: str, line: str) -> DataError:
+    return DataError(f"{path}:{number}: malformed line, expected {expected}, got {line[:60]!r}")
+
+
+def read_prefixed(path: Path, encoding: str) -> Iterator[Row]:
+    """`<label> <text>` per line (SST `stsa.*`)."""
+    for number, line in read_lines(path, encoding):
+        if not line.strip():
+            yield number, "", ""
+            continue
+        label, sep, text = line.partition(" ")
+        if not sep or not label:
+            raise _malformed(path, number, "'<label> <text>'", line)
+        yield number, label, text
+
+
+def read_tsv(path: Path, encoding: str) -> Iterator[Row]:
+    """`<label>\\t<text>` per line, split on the first tab only (SMS Spam)."""
+    for number, line in read_lines(path, encoding):
+        if not line.strip():
+            yield number, "", ""
+            continue
+        label, sep, text = line.partition("\t")
+        if not sep or not label:
+            raise _malformed(path, number, "'<label>\\t<text>'", line)
+        yield number, label, text
+
+
+def read_trec(path: Path, encoding: str, fine: bool = False) -> Iterator[Row]:
+    """`COARSE:fine question` per line (TREC); the label is COARSE unless `fine`."""
+    for number, line in read_lines(path, encoding):
+        if not line.strip():
+            yield number, "", ""
+            continue
+        label, sep, text = line.partition(" ")
+        coarse, colon, fine_label = label.partition(":")
+        if not sep or not colon or not coarse or not fine_label:
+            raise _malformed(path, number, "'COARSE:fine <question>'", line)
+        yield number, (label if fine else coarse), text
+
+
+def read_csv(
+    path: Path, encoding: str, label_column: int = 0, text_columns: tuple[int, ...] = (1,)
+) -> Iterator[Row]:
+    """Quoted CSV without a header (AG News: class, title, description)."""
+    need = max(label_column, *text_columns) + 1
+    text = path.read_bytes()
+    try:
+        decoded = text.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = text[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: cannot decode as {encoding}; set data.encoding") from None
+    reader = csv.reader(io.StringIO(decoded, newline=""), strict=True)
+    try:
+        for fields in reader:
+            if not fields:
+                yield reader.line_num, "", ""
+                continue
+            if len(fields) < need:
+                raise _malformed(path, reader.line_num, f"at least {need} CSV fields", ",".join(fields))
+            yield reader.line_num, fields[label_column], " ".join(fields[i] for i in text_columns)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+
+
+def read_lines_as(label: str) -> Callable[[Path, str], Iterator[Row]]:
+    """One sentence per line, the label given by the file (MR-style `.pos`/`.neg` files)."""
+
+    def read(path: Path, encoding: str) -> Iterator[Row]:
+        for number, line in read_lines(path, encoding):
+            yield number, label, line
+
+    return read
+
+
+READERS: dict[str, Callable[..., Iterator[Row]]] = {
+    "prefixed": read_prefixed,
+    "tsv": read_tsv,
+    "trec": read_trec,
+    "csv": read_csv,
+}

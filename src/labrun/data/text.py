@@ -1,0 +1,325 @@
+"""One DataModule for text classification, whatever the on-disk format."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from labrun.data.download import ensure_file, sha256_file
+from labrun.data.formats import READERS, Row, read_lines_as
+from labrun.data.preprocess import TextPreprocessor
+from labrun.errors import DataError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class EncodedTexts(Dataset):
+    def __init__(self, ids: list[torch.Tensor], labels: list[int]) -> None:
+        self.ids = ids
+        self.labels = torch.tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ids[i], self.labels[i]
+
+
+def pad_batch(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """(token ids [B, T] padded with 0, lengths [B], labels [B])."""
+    seqs, labels = zip(*items, strict=True)
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    ids = torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=0)
+    return ids, lengths, torch.stack(labels)
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar length, so padding stays small; order seeded by (seed, epoch).
+
+    Indices are shuffled, cut into pools of `pool_batches` batches, sorted by length inside each
+    pool and batched; the batches are then shuffled. The epoch comes from `set_epoch`, which
+    Lightning calls, so a resumed run sees the same order as an uninterrupted one.
+    """
+
+    def __init__(
+        self, lengths: list[int], batch_size: int, seed: int, shuffle: bool = True, pool_batches: int = 50
+    ) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.pool = batch_size * pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: (self.lengths[i], i))
+            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(n, generator=g).tolist()
+        batches = []
+        for start in range(0, n, self.pool):
+            pool = sorted(perm[start : start + self.pool], key=lambda i: (self.lengths[i], i))
+            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        order = torch.randperm(len(batches), generator=g).tolist()
+        return [batches[i] for i in order]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+class TextClassificationData(L.LightningDataModule):
+    """Reads, cleans, splits and batches a text-classification corpus.
+
+    `format` picks the reader: `prefixed` (`<label> <text>`), `tsv` (`<label>\\t<text>`), `trec`
+    (`COARSE:fine <text>`), `csv` (quoted, no header) or `per_class` (one file per class in
+    `class_files`, a sentence per line). `files` maps split names to paths under `data_dir`; a
+    missing val or test split is cut from train, stratified and seeded by `split_seed`.
+    `sources` lists `{path, url, sha256[, member]}` for files that can be downloaded.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        format: str,
+        files: dict[str, str] | None = None,
+        class_files: dict[str, str] | None = None,
+        sources: list[dict[str, Any]] | None = None,
+        download: bool = True,
+        encoding: str = "utf-8",
+        labels: list[str] | None = None,
+        label_names: list[str] | None = None,
+        fine_labels: bool = False,
+        label_column: int = 0,
+        text_columns: list[int] | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        lowercase: bool = True,
+        unicode_form: str | None = "NFKC",
+        unescape: bool = False,
+        drop_duplicates: bool = True,
+        tokenizer: str = "basic",
+        max_length: int = 64,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        batch_size: int = 64,
+        shuffle_seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if format not in (*READERS, "per_class"):
+            raise DataError(f"unknown data.format '{format}'; use one of {', '.join([*READERS, 'per_class'])}")
+        if format == "per_class" and not class_files:
+            raise DataError("data.format=per_class needs data.class_files (class -> file)")
+        if format != "per_class" and not (files and "train" in files):
+            raise DataError(f"data.format={format} needs data.files.train")
+        self.data_dir = Path(data_dir)
+        self.format = format
+        self.files = dict(files or {})
+        self.class_files = dict(class_files or {})
+        self.sources = {s["path"]: dict(s) for s in (sources or [])}
+        self.download = download
+        self.encoding = encoding
+        self.labels = list(labels) if labels else None
+        self.label_names = list(label_names) if label_names else None
+        self.fine_labels = fine_labels
+        self.label_column = label_column
+        self.text_columns = tuple(text_columns or [1])
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.drop_duplicates = drop_duplicates
+        self.min_freq = min_freq
+        self.max_size = max_size
+        self.batch_size = batch_size
+        self.shuffle_seed = shuffle_seed
+        self.num_workers = num_workers
+        self.preprocessor = TextPreprocessor(
+            lowercase=lowercase, unicode_form=unicode_form, unescape=unescape,
+            tokenizer=tokenizer, max_length=max_length,
+        )
+        self.classes: list[str] = []
+        self.fingerprint: dict[str, str] = {}
+        self.stats: dict[str, int] = {}
+        self.datasets: dict[str, EncodedTexts] = {}
+        self._restored = False
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _relpaths(self) -> list[str]:
+        return list(self.class_files.values()) if self.format == "per_class" else list(self.files.values())
+
+    def prepare_data(self) -> None:
+        """Download what is missing (rank 0 only under DDP); files already present are used as-is."""
+        for rel in self._relpaths():
+            src = self.sources.get(rel, {}) if self.download else {}
+            ensure_file(self.data_dir / rel, src.get("url"), src.get("sha256"), src.get("member"))
+
+    def _path(self, rel: str) -> Path:
+        path = self.data_dir / rel
+        if not path.is_file():
+            ensure_file(path)  # raises the one-line missing-file error
+        digest = sha256_file(path)
+        self.fingerprint[rel] = digest
+        expected = self.sources.get(rel, {}).get("sha256")
+        if expected and expected != digest:
+            log.warning("%s differs from the published file (sha256 %s, expected %s)", path, digest, expected)
+        return path
+
+    def _read(self, rel: str, label: str | None = None) -> list[Row]:
+        path = self._path(rel)
+        if label is not None:
+            return list(read_lines_as(label)(path, self.encoding))
+        reader = READERS[self.format]
+        if self.format == "trec":
+            return list(reader(path, self.encoding, fine=self.fine_labels))
+        if self.format == "csv":
+            return list(reader(path, self.encoding, self.label_column, self.text_columns))
+        return list(reader(path, self.encoding))
+
+    # -- splits --------------------------------------------------------------------------
+
+    def _clean(self, split: str, rows: list[Row], rel: str) -> list[tuple[str, str]]:
+        """Clean text; drop and count empty rows and duplicates; reject unknown labels."""
+        out: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        empty = duplicates = 0
+        for number, label, text in rows:
+            cleaned = self.preprocessor.clean(text)
+            if not cleaned:
+                empty += 1
+                continue
+            if self.labels is not None and label not in self.labels:
+                raise DataError(
+                    f"{self.data_dir / rel}:{number}: unknown label {label!r}; "
+                    f"data.labels allows {self.labels}"
+                )
+            if self.drop_duplicates and (label, cleaned) in seen:
+                duplicates += 1
+                continue
+            seen.add((label, cleaned))
+            out.append((label, cleaned))
+        self.stats[f"{split}_empty_dropped"] = empty
+        self.stats[f"{split}_duplicates_dropped"] = duplicates
+        if empty or duplicates:
+            log.info("%s: dropped %d empty and %d duplicate rows", split, empty, duplicates)
+        return out
+
+    def _stratified_cut(self, rows: list[tuple[str, str]], fraction: float, salt: int) -> tuple[list, list]:
+        """(kept, cut): `fraction` of each class, chosen by a generator seeded with split_seed."""
+        rng = random.Random(self.split_seed * 1000 + salt)
+        by_class: dict[str, list[int]] = defaultdict(list)
+        for i, (label, _) in enumerate(rows):
+            by_class[label].append(i)
+        cut: set[int] = set()
+        for label in sorted(by_class):
+            idx = by_class[label]
+            rng.shuffle(idx)
+            cut.update(idx[: round(len(idx) * fraction)])
+        return [r for i, r in enumerate(rows) if i not in cut], [r for i, r in enumerate(rows) if i in cut]
+
+    def _load_splits(self) -> dict[str, list[tuple[str, str]]]:
+        if self.format == "per_class":
+            rows: list[Row] = []
+            for label, rel in sorted(self.class_files.items()):
+                rows += self._read(rel, label=label)
+            raw = {"train": rows}
+        else:
+            raw = {split: self._read(rel) for split, rel in self.files.items()}
+        unknown = set(raw) - set(SPLITS)
+        if unknown:
+            raise DataError(f"unknown split(s) {sorted(unknown)} in data.files; use train, val, test")
+        rel_of = self.files if self.format != "per_class" else {}
+        splits = {s: self._clean(s, rows, rel_of.get(s, "")) for s, rows in raw.items()}
+        if "test" not in splits:
+            splits["train"], splits["test"] = self._stratified_cut(splits["train"], self.test_fraction, 1)
+        if "val" not in splits:
+            splits["train"], splits["val"] = self._stratified_cut(splits["train"], self.val_fraction, 2)
+        for split in SPLITS:
+            self.stats.setdefault(f"{split}_empty_dropped", 0)  # a split cut from train
+            self.stats.setdefault(f"{split}_duplicates_dropped", 0)
+            if not splits[split]:
+                raise DataError(f"the {split} split is empty after cleaning; check data.files and the file contents")
+            self.stats[f"{split}_rows"] = len(splits[split])
+        return splits
+
+    # -- Lightning hooks -----------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        splits = self._load_splits()
+        if not self._restored:
+            present = sorted({label for label, _ in splits["train"]})
+            self.classes = list(self.labels) if self.labels else present
+            self.preprocessor.build_vocab((t for _, t in splits["train"]), self.min_freq, self.max_size)
+        index = {c: i for i, c in enumerate(self.classes)}
+        for split in SPLITS:
+            missing = {label for label, _ in splits[split]} - set(index)
+            if missing:
+                raise DataError(f"labels {sorted(missing)} in the {split} split never occur in train")
+            ids = [torch.tensor(self.preprocessor.encode(t), dtype=torch.long) for _, t in splits[split]]
+            self.datasets[split] = EncodedTexts(ids, [index[label] for label, _ in splits[split]])
+        self.stats["vocab_size"] = self.vocab_size
+        log.info("data: %s, vocabulary %d", {s: len(d) for s, d in self.datasets.items()}, self.vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.preprocessor.itos)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.label_names if self.label_names else list(self.classes)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        data = self.datasets[split]
+        sampler = BucketBatchSampler(
+            [len(x) for x in data.ids], self.batch_size, seed=self.shuffle_seed, shuffle=shuffle
+        )
+        return DataLoader(
+            data, batch_sampler=sampler, collate_fn=pad_batch, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The vocabulary and classes travel inside every checkpoint, so it evaluates alone."""
+        return {"itos": list(self.preprocessor.itos), "classes": list(self.classes)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        same = state["itos"] == self.preprocessor.itos and state["classes"] == self.classes
+        self.preprocessor.itos = list(state["itos"])
+        self.classes = list(state["classes"])
+        self._restored = True
+        if self.datasets and not same:  # built before the checkpoint was read: rebuild
+            self.datasets = {}
+            self.setup()

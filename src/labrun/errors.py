@@ -1,0 +1,17 @@
+"""Errors that reach the user as one line: what is wrong and how to fix it."""
+
+
+class LabrunError(Exception):
+    """A problem with the user's input or environment, reported without a traceback."""
+
+
+class ConfigError(LabrunError):
+    """A config key is unknown, mistyped or missing."""
+
+
+class DataError(LabrunError):
+    """A data file is missing, corrupt or malformed."""
+
+
+class TrackingError(LabrunError):
+    """The tracking store cannot be reached or used."""

@@ -1,0 +1,96 @@
+"""`labrun eval`: test a trained model, from a run id or a checkpoint file, into a new run."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from labrun import determinism, schema
+from labrun.compose import build_trainer, config_dir, register_resolvers
+from labrun.errors import ConfigError, TrackingError
+from labrun.tracking.record import open_run, record_config, record_data, record_provenance
+
+log = logging.getLogger(__name__)
+register_resolvers()
+schema.register_schemas()
+
+
+def fetch_run(cfg: DictConfig, run_id: str, into: Path) -> tuple[DictConfig, Path, str]:
+    """The stored config, best checkpoint and experiment name of a finished run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"no run '{run_id}' in the tracking store {cfg.tracking.uri}; "
+                            "check the id (labrun runs lists them) or tracking.uri") from None
+    experiment = client.get_experiment(run.info.experiment_id).name
+    config_path = Path(client.download_artifacts(run_id, "config/config.yaml", str(into)))
+    ckpt_path = None
+    for name in ("best.ckpt", "last.ckpt"):
+        try:
+            ckpt_path = Path(client.download_artifacts(run_id, f"checkpoints/{name}", str(into)))
+            break
+        except (MlflowException, OSError):
+            continue
+    if ckpt_path is None:
+        raise TrackingError(f"run '{run_id}' has no checkpoint artifact to evaluate")
+    stored = OmegaConf.load(config_path)
+    schema.check_targets(stored)
+    return stored, ckpt_path, experiment
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    if not cfg.run_id and not cfg.ckpt_path:
+        raise ConfigError("eval needs run_id=<MLflow run id> or ckpt_path=<checkpoint file>")
+    determinism.apply(cfg.seed, cfg.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = cfg
+        ckpt_path = Path(cfg.ckpt_path) if cfg.ckpt_path else None
+        if cfg.run_id:
+            stored, ckpt_path, experiment = fetch_run(cfg, cfg.run_id, Path(tmp))
+            source = stored
+            with open_dict(cfg):
+                cfg.data = stored.data
+                cfg.model = stored.model
+                cfg.data.data_dir = cfg.paths.data_dir  # the data may live elsewhere now
+                cfg.tracking.experiment = experiment
+                cfg.tracking.tags = {**cfg.tracking.tags, "labrun.source_run": cfg.run_id}
+        assert ckpt_path is not None
+        if not ckpt_path.is_file():
+            raise ConfigError(f"ckpt_path {ckpt_path} is not a file")
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        with open_run(cfg, "eval") as run:
+            record_config(run, cfg)
+            record_provenance(run, cfg)
+            dm = instantiate(cfg.data)
+            state = checkpoint.get(type(dm).__qualname__)
+            if state is None:
+                raise ConfigError(f"{ckpt_path} holds no {type(dm).__qualname__} state (vocabulary)")
+            dm.load_state_dict(state)
+            dm.prepare_data()
+            dm.setup("test")
+            record_data(run, dm)
+            model = instantiate(source.model, vocab_size=dm.vocab_size, num_classes=dm.num_classes)
+            trainer = build_trainer(cfg, run.run_id)
+            results = trainer.test(model, datamodule=dm, ckpt_path=str(ckpt_path), verbose=False)
+            metrics: dict[str, Any] = {k: float(v) for r in results for k, v in r.items()}
+            run.log_dict(metrics, "metrics/final.json")
+            log.info("eval metrics: %s", metrics)
+            return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    from labrun.cli import run_task
+
+    run_task(evaluate, cfg)

@@ -1,0 +1,89 @@
+"""What every task writes into its run: config, provenance, data, results and the model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from labrun.tracking import provenance
+from labrun.tracking.artifacts import confusion_png, roc_png
+from labrun.tracking.run import TrackedRun, flatten
+
+
+def open_run(cfg: DictConfig, task: str) -> TrackedRun:
+    t = cfg.tracking
+    return TrackedRun(
+        uri=t.uri, experiment=t.experiment, artifact_root=t.artifact_root, run_name=t.run_name,
+        tags={"labrun.task": task, **{str(k): str(v) for k, v in t.tags.items()},
+              **{f"labrun.tag.{tag}": "1" for tag in cfg.tags}},
+        connect_timeout_s=t.connect_timeout_s,
+    )
+
+
+def record_config(run: TrackedRun, cfg: DictConfig) -> None:
+    """Flattened params for search; the resolved config and Hydra's files as artifacts."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run.log_params(flatten(resolved))
+    run.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
+    if HydraConfig.initialized():
+        hydra_dir = Path(cfg.paths.output_dir) / ".hydra"
+        for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+            if (hydra_dir / name).is_file():
+                run.log_file(hydra_dir / name, "config/hydra")
+        overrides = list(HydraConfig.get().overrides.task)
+        choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)
+    else:
+        overrides, choices = [], {}
+    run.log_dict({"overrides": overrides, "choices": choices}, "config/overrides.json")
+
+
+def record_provenance(run: TrackedRun, cfg: DictConfig) -> None:
+    prov = provenance.collect(Path(cfg.paths.root_dir), cfg.seed, cfg.threads)
+    run.set_tags(provenance.tags(prov))
+    run.log_text(prov["git"].pop("diff") or "", "provenance/git.diff")
+    run.log_text("\n".join(prov.pop("packages")) + "\n", "provenance/requirements.txt")
+    run.log_dict(prov, "provenance/provenance.json")
+
+
+def record_data(run: TrackedRun, dm: Any) -> None:
+    run.log_dict(dm.fingerprint, "provenance/data_fingerprint.json")
+    run.set_tags({"labrun.data_fingerprint": provenance.data_digest(dm.fingerprint)})
+    run.log_metrics({f"data.{k}": v for k, v in dm.stats.items()})
+    run.log_dict({"itos": dm.preprocessor.itos, "classes": dm.classes, "class_names": dm.class_names},
+                 "data/vocab.json")
+
+
+def record_results(run: TrackedRun, cfg: DictConfig, trainer: L.Trainer, model: Any, dm: Any,
+                   metrics: dict[str, float], pipeline: Any = None) -> None:
+    run.log_dict(metrics, "metrics/final.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        results = getattr(model, "test_results", {})
+        if "confusion" in results:
+            run.log_file(confusion_png(results["confusion"], dm.class_names, tmp_path / "confusion_matrix.png"),
+                         "plots")
+            run.log_file(roc_png(*results["roc"], dm.class_names, tmp_path / "roc.png"), "plots")
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None:
+            for name, path in (("best.ckpt", ckpt.best_model_path), ("last.ckpt", ckpt.last_model_path)):
+                if path and Path(path).is_file():
+                    target = tmp_path / name
+                    target.symlink_to(Path(path).resolve())
+                    run.log_file(target, "checkpoints")
+        if pipeline is not None and cfg.tracking.log_model:
+            log_model(run, pipeline, tmp_path / "model")
+
+
+def log_model(run: TrackedRun, pipeline: Any, path: Path) -> None:
+    """The model users load back: `mlflow.pytorch.load_model("runs:/<id>/model")`."""
+    import mlflow.pytorch
+
+    requirements = [line for line in provenance.pip_freeze()
+                    if line.split("==")[0].lower() in {"torch", "labrun", "mlflow", "lightning"}]
+    mlflow.pytorch.save_model(pipeline, str(path), pip_requirements=requirements, serialization_format="pickle")
+    run.log_dir(path, "model")

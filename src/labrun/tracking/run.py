@@ -1,0 +1,166 @@
+"""One MLflow run per task: created before any work, always closed with an honest status."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from labrun.errors import TrackingError
+
+log = logging.getLogger(__name__)
+MAX_PARAM_LENGTH = 6000  # MLflow's limit; the full config is an artifact anyway
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """Fail in seconds, with the fix, instead of MLflow's minutes of retries."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+                return
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"cannot reach the tracking server at {uri} ({reason}); start it (make server) "
+                "or point tracking.uri / MLFLOW_TRACKING_URI at a running one"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys to string values, in key order, for MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so that Lightning shuts down cleanly."""
+
+
+class TrackedRun:
+    """Context manager around one MLflow run.
+
+    On exit the run is FINISHED, FAILED (with `traceback.txt` and an `labrun.error` tag) or
+    KILLED (SIGINT or SIGTERM); never left RUNNING by an exception.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_root: str | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.artifact_root = artifact_root
+        self.run_name = run_name
+        self.tags = dict(tags or {})
+        self.connect_timeout_s = connect_timeout_s
+        self.client: MlflowClient
+        self.run_id = ""
+        self.signal_received: int | None = None
+        self._old_handlers: dict[int, Any] = {}
+
+    def __enter__(self) -> TrackedRun:
+        check_reachable(self.uri, self.connect_timeout_s)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                location = None
+                if self.artifact_root:
+                    location = (Path(self.artifact_root) / self.experiment).resolve().as_uri()
+                exp_id = self.client.create_experiment(self.experiment, artifact_location=location)
+            else:
+                exp_id = exp.experiment_id
+            run = self.client.create_run(exp_id, run_name=self.run_name, tags=self.tags)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(f"cannot create a run in the tracking store {self.uri} ({first})") from None
+        self.run_id = run.info.run_id
+        self.run_name = run.info.run_name
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        log.info("MLflow run %s (%s) in experiment '%s' at %s", self.run_name, self.run_id,
+                 self.experiment, self.uri)
+        return self
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signal_received = signum
+        raise _Interrupted(f"signal {signum}")
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        if exc is None or (isinstance(exc, SystemExit) and not exc.code and self.signal_received is None):
+            status = "FINISHED"
+        elif self.signal_received is not None or isinstance(exc, KeyboardInterrupt):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        try:
+            if status == "FAILED" and exc is not None:
+                text = "".join(traceback.format_exception(exc_type, exc, tb))
+                self.client.log_text(self.run_id, text, "traceback.txt")
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                self.client.set_tag(self.run_id, "labrun.error", f"{type(exc).__name__}: {first}"[:5000])
+            if status == "KILLED":
+                self.client.set_tag(self.run_id, "labrun.signal", str(self.signal_received or signal.SIGINT))
+        finally:
+            self.client.set_terminated(self.run_id, status)
+        log.info("MLflow run %s ended %s", self.run_id, status)
+
+    # -- recording ------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def log_dir(self, path: str | Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(path), artifact_dir)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_files(self, paths: Iterable[Path], artifact_dir: str) -> None:
+        for path in paths:
+            self.log_file(path, artifact_dir)

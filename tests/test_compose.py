@@ -1,0 +1,136 @@
+"""Every recipe and every option of every group composes, instantiates and is typed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra.utils import instantiate
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from labrun import schema
+from labrun.compose import config_dir
+from labrun.data import TextClassificationData
+from labrun.errors import ConfigError
+from labrun.models import TextClassifier
+from tests.conftest import RECIPES
+
+CONF = config_dir()
+GROUPS = ["data", "model", "model/optimizer", "model/scheduler", "trainer", "logger", "callbacks",
+          "tracking", "paths", "hydra", "debug", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_recipes_are_the_promised_ones() -> None:
+    assert {"trec_lstm", "sst2_lstm", "agnews_lstm", "sms_spam_lstm"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_composes_and_instantiates(recipe: str, make_cfg) -> None:
+    cfg = make_cfg(f"experiment={recipe}")
+    schema.check_targets(cfg)
+    assert cfg.tracking.experiment == recipe
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, TextClassificationData)
+    model = instantiate(cfg.model, vocab_size=50, num_classes=3)
+    assert isinstance(model, TextClassifier)
+    assert model.configure_optimizers() is not None
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    assert isinstance(trainer, L.Trainer)
+
+
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g in GROUPS for o in options(g)], ids=lambda x: str(x)
+)
+def test_every_group_option_composes(group: str, option: str, make_cfg) -> None:
+    cfg = make_cfg(f"{group}={option}")
+    schema.check_targets(cfg)
+    if group == "model/optimizer":
+        assert cfg.model.optimizer._target_.startswith("torch.optim.")
+        model = instantiate(cfg.model, vocab_size=20, num_classes=2)
+        assert type(model.configure_optimizers()).__name__.lower() == option
+    if group == "model/scheduler" and option != "none":
+        model = instantiate(cfg.model, vocab_size=20, num_classes=2)
+        assert "lr_scheduler" in model.configure_optimizers()
+    if group == "data":
+        assert isinstance(instantiate(cfg.data), TextClassificationData)
+    if group == "trainer" and option == "cpu":
+        assert isinstance(instantiate(cfg.trainer), L.Trainer)
+    if group == "callbacks":
+        [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if group == "debug" and option == "fdr":
+        assert cfg.trainer.fast_dev_run is True
+
+
+def test_all_groups_exist() -> None:
+    for group in GROUPS:
+        assert options(group), f"conf/{group} has no options"
+
+
+def test_misspelled_override_names_the_key(make_cfg) -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        make_cfg("model.hiden_size=3")
+    assert "unknown config key 'model.hiden_size'" in schema.explain(info.value)
+
+
+def test_misspelled_key_in_a_config_is_caught_against_the_class(make_cfg) -> None:
+    cfg = make_cfg("+model.hiden_size=3")
+    with pytest.raises(ConfigError, match=r"unknown key 'model.hiden_size'.*did you mean 'model.hidden_size'"):
+        schema.check_targets(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.hidden_size=abc", r"'model.hidden_size' must be int, got 'abc'"),
+        ("model.dropout=high", r"'model.dropout' must be float"),
+        ("model.pooling=median", r"'model.pooling' must be one of 'last', 'mean', 'max'"),
+        ("data.batch_size=1.5", r"'data.batch_size' must be int"),
+        ("trainer.max_epochs=many", r"'trainer.max_epochs' must be"),
+        ("model.bidirectional=3", r"'model.bidirectional' must be bool"),
+    ],
+)
+def test_wrong_type_names_the_key(override: str, message: str, make_cfg) -> None:
+    cfg = make_cfg(override)
+    with pytest.raises(ConfigError, match=message):
+        schema.check_targets(cfg)
+
+
+@pytest.mark.parametrize("override", ["seed=abc", "seed=null", "threads=two"])
+def test_root_keys_are_typed_at_compose_time(override: str, make_cfg) -> None:
+    with pytest.raises((ConfigCompositionException, ValidationError)) as info:
+        make_cfg(override)
+    key = override.lstrip("+").split("=")[0]
+    assert key in schema.explain(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "key"), [("sed: 1", "sed"), ("seed: one", "seed"), ("tracking:\n  urii: x", "tracking.urii")]
+)
+def test_a_recipe_with_a_typo_fails_to_compose(body: str, key: str, make_cfg, tmp_path: Path) -> None:
+    """A user's own recipe is checked against the root schema while Hydra composes it."""
+    (tmp_path / "extra" / "experiment").mkdir(parents=True)
+    (tmp_path / "extra" / "experiment" / "typo.yaml").write_text(f"# @package _global_\n{body}\n")
+    with pytest.raises((ConfigCompositionException, ValidationError)) as info:
+        make_cfg(f"hydra.searchpath=[file://{tmp_path}/extra]", "experiment=typo")
+    assert key in schema.explain(info.value)
+
+
+def test_unknown_target_is_a_config_error(make_cfg) -> None:
+    cfg = make_cfg("model._target_=labrun.models.NoSuchModel")
+    with pytest.raises(ConfigError, match="cannot import 'labrun.models.NoSuchModel'"):
+        schema.check_targets(cfg)
+
+
+def test_configs_ship_with_the_package() -> None:
+    """The wheel maps conf/ to labrun/conf and the recipes to its `experiment` group."""
+    assert (CONF / "train.yaml").is_file()
+    assert {p.stem for p in (CONF / "experiment").glob("*.yaml")} == set(RECIPES)
+    assert Path(CONF / "experiment").resolve() == (Path(__file__).parent.parent / "experiments").resolve() \
+        or (CONF / "experiment").is_dir()
