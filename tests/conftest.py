@@ -80,10 +80,18 @@ def labrun_env(tmp_path: Path, store: str | None = None, **extra: str) -> dict[s
     return env
 
 
-def run_labrun(args: list[str], env: dict[str, str], cwd: Path = ROOT, timeout: float = 300,
-               ) -> subprocess.CompletedProcess[str]:
+def run_labrun(
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path = ROOT,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """The real console entry point, in its own process."""
     return subprocess.run(
-        [sys.executable, "-m", "labrun", *args], env=env, cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "labrun", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )

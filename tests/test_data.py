@@ -46,8 +46,13 @@ def test_real_corpora_load(data: str, sizes: dict[str, int], classes: list[str],
         assert len(dm.datasets[split]) == n - dm.stats[f"{split}_duplicates_dropped"]
     total = sum(len(dm.datasets[s]) for s in ("train", "val", "test"))
     dropped = sum(v for k, v in dm.stats.items() if k.endswith("_dropped"))
-    expected_rows = {"trec": 5452 + 500, "sst2": 6920 + 872 + 1821, "sms_spam": 5574, "agnews": 7600,
-                     "mr": 5331 * 2}[data]
+    expected_rows = {
+        "trec": 5452 + 500,
+        "sst2": 6920 + 872 + 1821,
+        "sms_spam": 5574,
+        "agnews": 7600,
+        "mr": 5331 * 2,
+    }[data]
     assert total + dropped == expected_rows
     assert all(len(x) <= dm.preprocessor.max_length for x in dm.datasets["train"].ids)
     assert set(dm.fingerprint) == set(dm._relpaths())
@@ -64,8 +69,10 @@ def test_trec_reads_latin1_and_coarse_labels(make_cfg) -> None:
 
 def test_sms_spam_keeps_every_line_despite_quotes(make_cfg) -> None:
     dm = build(make_cfg("data=sms_spam").data)
-    rows = sum(dm.stats[f"{s}_rows"] + dm.stats[f"{s}_duplicates_dropped"] + dm.stats[f"{s}_empty_dropped"]
-               for s in ("train", "val", "test"))
+    rows = sum(
+        dm.stats[f"{s}_rows"] + dm.stats[f"{s}_duplicates_dropped"] + dm.stats[f"{s}_empty_dropped"]
+        for s in ("train", "val", "test")
+    )
     assert rows == 5574  # the default csv quoting would merge lines and give 5,572
 
 
@@ -74,8 +81,12 @@ def test_split_is_seeded_and_stratified(make_cfg) -> None:
     b = build(make_cfg("data=sms_spam").data)
     c = build(make_cfg("data=sms_spam", "data.split_seed=7").data)
     assert torch.equal(a.datasets["test"].labels, b.datasets["test"].labels)
-    assert [x.tolist() for x in a.datasets["test"].ids] == [x.tolist() for x in b.datasets["test"].ids]
-    assert [x.tolist() for x in a.datasets["test"].ids] != [x.tolist() for x in c.datasets["test"].ids]
+    assert [x.tolist() for x in a.datasets["test"].ids] == [
+        x.tolist() for x in b.datasets["test"].ids
+    ]
+    assert [x.tolist() for x in a.datasets["test"].ids] != [
+        x.tolist() for x in c.datasets["test"].ids
+    ]
     share = {s: a.datasets[s].labels.float().mean().item() for s in ("train", "val", "test")}
     assert max(share.values()) - min(share.values()) < 0.01  # spam share equal across splits
 
@@ -83,8 +94,11 @@ def test_split_is_seeded_and_stratified(make_cfg) -> None:
 def test_vocabulary_comes_from_train_only(tmp_path: Path) -> None:
     (tmp_path / "train.txt").write_text("0 apple banana\n1 cherry apple\n")
     (tmp_path / "test.txt").write_text("0 durian\n1 apple\n")
-    dm = TextClassificationData(str(tmp_path), "prefixed", files={"train": "train.txt", "val": "train.txt",
-                                                                  "test": "test.txt"})
+    dm = TextClassificationData(
+        str(tmp_path),
+        "prefixed",
+        files={"train": "train.txt", "val": "train.txt", "test": "test.txt"},
+    )
     dm.setup()
     assert dm.preprocessor.itos == ["<pad>", "<unk>", "apple", "banana", "cherry"]
     assert dm.datasets["test"].ids[0].tolist() == [1]  # durian is unknown
@@ -95,7 +109,9 @@ def test_cleaning_counts_empty_and_duplicate_rows(tmp_path: Path) -> None:
         "ham\tHello  World\r\nham\thello world\nspam\t   \nham\tCaf\u0065\u0301\nham\tcaf\u00e9\n"
         "spam\tWIN now\n".encode()
     )
-    dm = TextClassificationData(str(tmp_path), "tsv", files={"train": "d.tsv", "val": "d.tsv", "test": "d.tsv"})
+    dm = TextClassificationData(
+        str(tmp_path), "tsv", files={"train": "d.tsv", "val": "d.tsv", "test": "d.tsv"}
+    )
     dm.setup()
     assert dm.stats["train_empty_dropped"] == 1
     assert dm.stats["train_duplicates_dropped"] == 2  # case and unicode form are cleaned away
@@ -103,7 +119,9 @@ def test_cleaning_counts_empty_and_duplicate_rows(tmp_path: Path) -> None:
 
 
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
-    (tmp_path / "t.label").write_text("DESC:manner How did it go ?\nNUM:date When ?\nbroken line here\n")
+    (tmp_path / "t.label").write_text(
+        "DESC:manner How did it go ?\nNUM:date When ?\nbroken line here\n"
+    )
     dm = TextClassificationData(str(tmp_path), "trec", files={"train": "t.label"})
     with pytest.raises(DataError, match=r"t\.label:3: malformed line"):
         dm.setup()
@@ -120,15 +138,23 @@ def test_nel_byte_is_not_a_line_break(tmp_path: Path) -> None:
     """MR files hold 0x85, which str.splitlines() would split on."""
     (tmp_path / "a.pos").write_bytes(b"good \x85 film\nfine\n")
     (tmp_path / "a.neg").write_bytes(b"bad\nawful\n")
-    dm = TextClassificationData(str(tmp_path), "per_class", class_files={"pos": "a.pos", "neg": "a.neg"},
-                                encoding="latin-1", val_fraction=0.0, test_fraction=0.0)
+    dm = TextClassificationData(
+        str(tmp_path),
+        "per_class",
+        class_files={"pos": "a.pos", "neg": "a.neg"},
+        encoding="latin-1",
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
     rows = dm._read("a.pos", label="pos")
     assert [t for _, _, t in rows] == ["good \x85 film", "fine"]
 
 
 def test_unknown_label_is_reported(tmp_path: Path) -> None:
     (tmp_path / "s.txt").write_text("0 fine\n2 odd\n")
-    dm = TextClassificationData(str(tmp_path), "prefixed", files={"train": "s.txt"}, labels=["0", "1"])
+    dm = TextClassificationData(
+        str(tmp_path), "prefixed", files={"train": "s.txt"}, labels=["0", "1"]
+    )
     with pytest.raises(DataError, match=r"s\.txt:2: unknown label '2'"):
         dm.setup()
 
@@ -141,7 +167,9 @@ def test_empty_dataset_is_an_error(tmp_path: Path) -> None:
 
 
 def test_missing_file_says_where_to_put_it(tmp_path: Path) -> None:
-    dm = TextClassificationData(str(tmp_path), "trec", files={"train": "nope.label"}, download=False)
+    dm = TextClassificationData(
+        str(tmp_path), "trec", files={"train": "nope.label"}, download=False
+    )
     with pytest.raises(DataError, match=r"missing data file .*nope\.label.*LABRUN_DATA_DIR"):
         dm.prepare_data()
 

@@ -19,15 +19,36 @@ from labrun.models import TextClassifier
 from labrun.train import train
 from tests.conftest import ROOT, TINY, labrun_env, run_labrun
 
-PROVENANCE_TAGS = ["labrun.git_commit", "labrun.git_dirty", "labrun.seed", "labrun.threads",
-                   "labrun.device", "labrun.hostname", "labrun.version", "labrun.command",
-                   "labrun.data_fingerprint", "mlflow.source.git.commit"]
-ARTIFACTS = ["config/config.yaml", "config/overrides.json", "config/hydra/config.yaml",
-             "config/hydra/overrides.yaml", "config/hydra/hydra.yaml", "data/vocab.json",
-             "checkpoints/best.ckpt", "checkpoints/last.ckpt", "plots/confusion_matrix.png",
-             "plots/roc.png", "metrics/final.json", "provenance/provenance.json",
-             "provenance/git.diff", "provenance/requirements.txt",
-             "provenance/data_fingerprint.json", "model/MLmodel"]
+PROVENANCE_TAGS = [
+    "labrun.git_commit",
+    "labrun.git_dirty",
+    "labrun.seed",
+    "labrun.threads",
+    "labrun.device",
+    "labrun.hostname",
+    "labrun.version",
+    "labrun.command",
+    "labrun.data_fingerprint",
+    "mlflow.source.git.commit",
+]
+ARTIFACTS = [
+    "config/config.yaml",
+    "config/overrides.json",
+    "config/hydra/config.yaml",
+    "config/hydra/overrides.yaml",
+    "config/hydra/hydra.yaml",
+    "data/vocab.json",
+    "checkpoints/best.ckpt",
+    "checkpoints/last.ckpt",
+    "plots/confusion_matrix.png",
+    "plots/roc.png",
+    "metrics/final.json",
+    "provenance/provenance.json",
+    "provenance/git.diff",
+    "provenance/requirements.txt",
+    "provenance/data_fingerprint.json",
+    "model/MLmodel",
+]
 TEST_METRICS = ["test/acc", "test/precision", "test/recall", "test/f1", "test/auroc", "test/loss"]
 
 
@@ -46,13 +67,16 @@ def test_each_recipe_trains_and_tests_on_real_files(recipe: str, make_cfg, store
     run = MlflowClient(store).get_run(metrics["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
-    assert float(run.data.params["data.stats" if False else "model.hidden_size"]) > 0
+    assert run.data.params["data._target_"] == "labrun.data.TextClassificationData"
 
 
 def test_cli_run_records_everything(tmp_path: Path, store: str) -> None:
     """`labrun train` as a user runs it; every param, tag and artifact read back from MLflow."""
-    proc = run_labrun(["train", "experiment=trec_lstm", *TINY, "model.hidden_size=32", "seed=0"],
-                      labrun_env(tmp_path, store))
+    full_test = [a for a in TINY if "limit_test" not in a]  # eval below tests the whole split too
+    proc = run_labrun(
+        ["train", "experiment=trec_lstm", *full_test, "model.hidden_size=32", "seed=0"],
+        labrun_env(tmp_path, store),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("trec_lstm").experiment_id])
@@ -68,24 +92,41 @@ def test_cli_run_records_everything(tmp_path: Path, store: str) -> None:
         assert run.data.tags.get(tag), tag
     assert run.data.tags["labrun.seed"] == "0"
     assert run.data.tags["labrun.threads"] == "1"
-    for name in [*TEST_METRICS, "val/acc", "val/f1", "val/auroc", "train/loss", "data.train_rows",
-                 "data.vocab_size"]:
+    for name in [
+        *TEST_METRICS,
+        "val/acc",
+        "val/f1",
+        "val/auroc",
+        "train/loss_epoch",
+        "train/acc",
+        "data.train_rows",
+        "data.vocab_size",
+    ]:
         assert name in run.data.metrics, name
     have = artifact_paths(client, run.info.run_id)
     assert set(ARTIFACTS) <= have, set(ARTIFACTS) - have
 
     tmp = tmp_path / "dl"
-    prov = json.loads(Path(client.download_artifacts(run.info.run_id, "provenance/provenance.json",
-                                                     str(tmp))).read_text())
+    prov = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "provenance/provenance.json", str(tmp))
+        ).read_text()
+    )
     assert prov["seed"] == 0 and prov["threads"]["intra_op"] == 1 and prov["git"]["commit"]
     assert "model.hidden_size=32" in prov["command"]
-    freeze = Path(client.download_artifacts(run.info.run_id, "provenance/requirements.txt", str(tmp)))
+    freeze = Path(
+        client.download_artifacts(run.info.run_id, "provenance/requirements.txt", str(tmp))
+    )
     assert any(line.startswith("torch==") for line in freeze.read_text().splitlines())
-    fingerprint = json.loads(Path(client.download_artifacts(
-        run.info.run_id, "provenance/data_fingerprint.json", str(tmp))).read_text())
+    fingerprint = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "provenance/data_fingerprint.json", str(tmp))
+        ).read_text()
+    )
     assert fingerprint["text/trec/TREC_10.label"].startswith("033f22c0")
-    final = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics/final.json",
-                                                      str(tmp))).read_text())
+    final = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "metrics/final.json", str(tmp))).read_text()
+    )
     assert final["test/acc"] == pytest.approx(run.data.metrics["test/acc"])
     resolved = Path(client.download_artifacts(run.info.run_id, "config/config.yaml", str(tmp)))
     assert "hidden_size: 32" in resolved.read_text()
@@ -98,7 +139,9 @@ def test_cli_run_records_everything(tmp_path: Path, store: str) -> None:
 
     proc = run_labrun(["eval", f"run_id={run.info.run_id}"], labrun_env(tmp_path, store))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    evals = client.search_runs([run.info.experiment_id], f"tags.`labrun.source_run` = '{run.info.run_id}'")
+    evals = client.search_runs(
+        [run.info.experiment_id], f"tags.`labrun.source_run` = '{run.info.run_id}'"
+    )
     assert len(evals) == 1 and evals[0].info.status == "FINISHED"
     assert evals[0].data.metrics["test/acc"] == pytest.approx(run.data.metrics["test/acc"])
 
@@ -108,13 +151,14 @@ def test_same_seed_same_metrics_other_seed_other_metrics(make_cfg) -> None:
     a = train(make_cfg("experiment=sms_spam_lstm", *tiny, "seed=1"))
     b = train(make_cfg("experiment=sms_spam_lstm", *tiny, "seed=1"))
     c = train(make_cfg("experiment=sms_spam_lstm", *tiny, "seed=2"))
-    names = [*TEST_METRICS, "val/loss", "train/loss"]
+    names = [*TEST_METRICS, "val/loss", "train/loss_epoch"]
     assert {k: a[k] for k in names} == {k: b[k] for k in names}  # bit-identical, not approx
     assert a["test/loss"] != c["test/loss"]
 
 
-def test_injected_exception_ends_the_run_failed_with_its_traceback(make_cfg, store: str, monkeypatch,
-                                                                   tmp_path: Path) -> None:
+def test_injected_exception_ends_the_run_failed_with_its_traceback(
+    make_cfg, store: str, monkeypatch, tmp_path: Path
+) -> None:
     def explode(self, batch, batch_idx):
         raise RuntimeError("injected failure in training_step")
 
@@ -125,24 +169,42 @@ def test_injected_exception_ends_the_run_failed_with_its_traceback(make_cfg, sto
     (run,) = client.search_runs([client.get_experiment_by_name("trec_lstm").experiment_id])
     assert run.info.status == "FAILED"
     assert "injected failure" in run.data.tags["labrun.error"]
-    text = Path(client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))).read_text()
+    text = Path(
+        client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))
+    ).read_text()
     assert "Traceback" in text and "injected failure in training_step" in text
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_ends_the_run_killed(sig: int, tmp_path: Path, store: str) -> None:
     env = labrun_env(tmp_path, store)
-    proc = subprocess.Popen([sys.executable, "-m", "labrun", "train", "trainer.max_epochs=50",
-                             "tracking.log_model=false", "~callbacks.progress_bar"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "labrun",
+            "train",
+            "trainer.max_epochs=100",
+            "tracking.log_model=false",
+            "~callbacks.progress_bar",
+            "~callbacks.early_stopping",
+            "trainer.log_every_n_steps=1",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     client = MlflowClient(store)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until training is under way
         exp = client.get_experiment_by_name("trec_lstm") if Path(store[10:]).exists() else None
         runs = client.search_runs([exp.experiment_id]) if exp else []
-        if runs and "train/loss" in runs[0].data.metrics:
+        if runs and "train/loss_step" in runs[0].data.metrics:
             break
         time.sleep(0.5)
+    assert proc.poll() is None, "training ended before the signal"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
@@ -172,19 +234,41 @@ def write(path: Path, text: str) -> Path:
         (["model.hiden_size=256"], "unknown config key 'model.hiden_size'"),
         (["model.hidden_size=big"], "'model.hidden_size' must be int, got 'big'"),
         (["seed=null"], "'seed' cannot be null"),
-        (["paths.data_dir=/nonexistent/labrun-data", "data.download=false"],
-         "missing data file /nonexistent/labrun-data/text/trec/train_5500.label"),
-        (["tracking.uri=http://127.0.0.1:9", "tracking.connect_timeout_s=2"],
-         "cannot reach the tracking server at http://127.0.0.1:9"),
-        (["data.files.train=bad/train.label", "data.files.test=bad/train.label"], "train.label:2: malformed line"),
-        (["data.files.train=empty/train.label", "data.files.test=empty/train.label"], "split is empty"),
+        (
+            ["paths.data_dir=/nonexistent/labrun-data", "data.download=false"],
+            "missing data file /nonexistent/labrun-data/text/trec/train_5500.label",
+        ),
+        (
+            ["tracking.uri=http://127.0.0.1:9", "tracking.connect_timeout_s=2"],
+            "cannot reach the tracking server at http://127.0.0.1:9",
+        ),
+        (
+            ["data.files.train=bad/train.label", "data.files.test=bad/train.label"],
+            "train.label:2: malformed line",
+        ),
+        (
+            ["data.files.train=empty/train.label", "data.files.test=empty/train.label"],
+            "split is empty",
+        ),
         (["model.pooling=median"], "'model.pooling' must be one of 'last', 'mean', 'max'"),
         (["bogus"], "bogus"),
     ],
-    ids=["unknown-experiment", "misspelled-key", "wrong-type", "null-seed", "missing-data-dir",
-         "unreachable-server", "malformed-line", "empty-dataset", "bad-choice", "bad-override"],
+    ids=[
+        "unknown-experiment",
+        "misspelled-key",
+        "wrong-type",
+        "null-seed",
+        "missing-data-dir",
+        "unreachable-server",
+        "malformed-line",
+        "empty-dataset",
+        "bad-choice",
+        "bad-override",
+    ],
 )
-def test_bad_input_gives_one_clear_line(args: list[str], message: str, tmp_path: Path, store: str) -> None:
+def test_bad_input_gives_one_clear_line(
+    args: list[str], message: str, tmp_path: Path, store: str
+) -> None:
     data = tmp_path / "data"
     write(data / "bad/train.label", "DESC:manner How did it go ?\nthis line has no label\n")
     write(data / "empty/train.label", "\n\n")
@@ -203,8 +287,22 @@ def test_bad_input_gives_one_clear_line(args: list[str], message: str, tmp_path:
 def test_runs_from_an_installed_wheel_in_another_directory(tmp_path: Path) -> None:
     """`pip install .` ships the configs: the wheel alone, outside the checkout, can train."""
     wheel_dir = tmp_path / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheel_dir), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = wheel_dir.glob("labrun-*.whl")
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
@@ -213,13 +311,27 @@ def test_runs_from_an_installed_wheel_in_another_directory(tmp_path: Path) -> No
     elsewhere.mkdir()
     env = labrun_env(tmp_path, PYTHONPATH=str(site), LABRUN_RUN_DIR="")
     env.pop("LABRUN_RUN_DIR")
-    proc = run_labrun(["train", "experiment=trec_lstm", "debug=fdr", "tracking.log_model=false",
-                       "~callbacks.progress_bar"], env, cwd=elsewhere)
+    proc = run_labrun(
+        [
+            "train",
+            "experiment=trec_lstm",
+            "debug=fdr",
+            "tracking.log_model=false",
+            "~callbacks.progress_bar",
+        ],
+        env,
+        cwd=elsewhere,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (elsewhere / "runs" / "mlflow.db").is_file()  # the run folder is where the user is
-    assert str(site) in proc.stdout + proc.stderr or True
-    probe = subprocess.run([sys.executable, "-c", "import labrun.compose as c; print(c.config_dir())"],
-                           env=env, cwd=elsewhere, capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import labrun.compose as c; print(c.config_dir())"],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == str(site / "labrun" / "conf")
 
 

@@ -18,9 +18,26 @@ Hydra's own flags work too: labrun train --cfg job, labrun train --help, labrun 
 """
 
 TASKS = {"train": "labrun.train", "eval": "labrun.eval"}
-HYDRA_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--multirun", "-m",
-               "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn",
-               "--config-dir", "-cd", "--version"}
+HYDRA_FLAGS = {
+    "--cfg",
+    "-c",
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--multirun",
+    "-m",
+    "--shell-completion",
+    "-sc",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--version",
+}
 
 log = logging.getLogger("labrun")
 

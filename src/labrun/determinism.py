@@ -24,5 +24,7 @@ def apply(seed: int, threads: int) -> None:
         torch.set_num_interop_threads(threads)
     except RuntimeError:  # already fixed in this process (a second task in one interpreter)
         if torch.get_num_interop_threads() != threads:
-            log.warning("inter-op threads stay %d (set once per process)", torch.get_num_interop_threads())
+            log.warning(
+                "inter-op threads stay %d (set once per process)", torch.get_num_interop_threads()
+            )
     L.seed_everything(seed, workers=True, verbose=False)

@@ -31,8 +31,10 @@ def fetch_run(cfg: DictConfig, run_id: str, into: Path) -> tuple[DictConfig, Pat
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise TrackingError(f"no run '{run_id}' in the tracking store {cfg.tracking.uri}; "
-                            "check the id (labrun runs lists them) or tracking.uri") from None
+        raise TrackingError(
+            f"no run '{run_id}' in the tracking store {cfg.tracking.uri}; "
+            "check the id (labrun runs lists them) or tracking.uri"
+        ) from None
     experiment = client.get_experiment(run.info.experiment_id).name
     config_path = Path(client.download_artifacts(run_id, "config/config.yaml", str(into)))
     ckpt_path = None
@@ -75,7 +77,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             dm = instantiate(cfg.data)
             state = checkpoint.get(type(dm).__qualname__)
             if state is None:
-                raise ConfigError(f"{ckpt_path} holds no {type(dm).__qualname__} state (vocabulary)")
+                raise ConfigError(
+                    f"{ckpt_path} holds no {type(dm).__qualname__} state (vocabulary)"
+                )
             dm.load_state_dict(state)
             dm.prepare_data()
             dm.setup("test")

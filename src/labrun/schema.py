@@ -9,12 +9,12 @@ class, so the class's constructor *is* the schema and there is no second copy to
 from __future__ import annotations
 
 import difflib
-from collections import abc
 import importlib
 import inspect
 import os
 import types
 import typing
+from collections import abc
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional  # noqa: UP035 - OmegaConf needs typing generics
 
@@ -119,7 +119,9 @@ def _check_node(node: DictConfig, prefix: str) -> None:
             if accepts_any:
                 continue
             hint = difflib.get_close_matches(str(key), list(params), n=1)
-            fix = f"did you mean '{prefix}{hint[0]}'?" if hint else f"valid keys: {', '.join(params)}"
+            fix = (
+                f"did you mean '{prefix}{hint[0]}'?" if hint else f"valid keys: {', '.join(params)}"
+            )
             raise ConfigError(f"unknown key '{prefix}{key}' for {target}; {fix}")
         annotation = params[key]
         value = _get(node, key)
@@ -211,21 +213,28 @@ def explain(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
     full = text + ("\n" + str(cause) if cause else "")
     key = _field(full, "full_key:")
-    if "is not in struct" in full or "Key '" in full and "not in" in full:
+    if "is not in struct" in full or ("Key '" in full and "not in" in full):
         return (
             f"unknown config key '{key or _quoted(text)}'; check the spelling, or add a new key "
             f"with '+{key or _quoted(text)}=VALUE'"
         )
-    if "could not be converted" in full or "Value '" in full and "of type" in full:
+    if "could not be converted" in full or ("Value '" in full and "of type" in full):
         first = next(
-            (ln.strip() for ln in full.splitlines() if "could not be converted" in ln
-             or "Value '" in ln), full.splitlines()[0]
+            (
+                ln.strip()
+                for ln in full.splitlines()
+                if "could not be converted" in ln or "Value '" in ln
+            ),
+            full.splitlines()[0],
         )
         return f"wrong type for '{key}': {first}" if key else first
     if "is not Optional" in full:
         return f"'{key}' cannot be null; give it a value"
-    if "In 'train'" in full or "Could not find" in full or "Could not load" in full:
-        return " ".join(ln.strip() for ln in full.splitlines() if ln.strip())
+    if "Could not find" in full:  # an unknown group option: keep the list of valid ones
+        text = full.split("Config search path")[0]
+        return " ".join(ln.strip() for ln in text.splitlines() if ln.strip()).removeprefix(
+            "In 'train': "
+        )
     return " ".join(ln.strip() for ln in full.splitlines() if ln.strip())
 
 

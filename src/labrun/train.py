@@ -14,7 +14,13 @@ from labrun import determinism, schema
 from labrun.compose import build_trainer, config_dir, register_resolvers
 from labrun.models import TextClassifierPipeline
 from labrun.tracking.logger import RunLogger
-from labrun.tracking.record import open_run, record_config, record_data, record_provenance, record_results
+from labrun.tracking.record import (
+    open_run,
+    record_config,
+    record_data,
+    record_provenance,
+    record_results,
+)
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -35,17 +41,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer = build_trainer(cfg, run.run_id)
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        ckpt = trainer.checkpoint_callback  # read now: testing restores its state from `best`
+        checkpoints = {"best": ckpt.best_model_path, "last": ckpt.last_model_path} if ckpt else {}
         if cfg.test:
-            ckpt = trainer.checkpoint_callback
-            best = "best" if ckpt is not None and ckpt.best_model_path else None
+            best = "best" if checkpoints.get("best") else None
             for result in trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False):
                 metrics.update({k: float(v) for k, v in result.items()})
         if not any(isinstance(lg, RunLogger) for lg in trainer.loggers):  # else streamed already
-            run.log_metrics({k: v for k, v in metrics.items() if k.startswith("test/")},
-                            step=trainer.global_step)
-        pipeline = TextClassifierPipeline(copy.deepcopy(model.net).cpu().eval(), dm.preprocessor,
-                                          dm.class_names)
-        record_results(run, cfg, trainer, model, dm, metrics, pipeline)
+            run.log_metrics(
+                {k: v for k, v in metrics.items() if k.startswith("test/")},
+                step=trainer.global_step,
+            )
+        pipeline = TextClassifierPipeline(
+            copy.deepcopy(model.net).cpu().eval(), dm.preprocessor, dm.class_names
+        )
+        record_results(run, cfg, checkpoints, model, dm, metrics, pipeline)
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
         metrics["run_id"] = run.run_id  # type: ignore[assignment]
         return metrics

@@ -93,7 +93,9 @@ def read_csv(
                 yield reader.line_num, "", ""
                 continue
             if len(fields) < need:
-                raise _malformed(path, reader.line_num, f"at least {need} CSV fields", ",".join(fields))
+                raise _malformed(
+                    path, reader.line_num, f"at least {need} CSV fields", ",".join(fields)
+                )
             yield reader.line_num, fields[label_column], " ".join(fields[i] for i in text_columns)
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None

@@ -41,10 +41,14 @@ class TextPreprocessor:
             return text.split()
         return _TOKEN.findall(text)
 
-    def build_vocab(self, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> None:
+    def build_vocab(
+        self, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None
+    ) -> None:
         """Vocabulary from the train split only, most frequent first, ties broken by token."""
         counts = Counter(tok for text in texts for tok in self.tokenize(text))
-        ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+        ranked = sorted(
+            (t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t)
+        )
         if max_size is not None:
             ranked = ranked[: max(0, max_size - 2)]
         self.itos = [PAD, UNK, *ranked]

@@ -51,7 +51,12 @@ class BucketBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, lengths: list[int], batch_size: int, seed: int, shuffle: bool = True, pool_batches: int = 50
+        self,
+        lengths: list[int],
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        pool_batches: int = 50,
     ) -> None:
         self.lengths = lengths
         self.batch_size = batch_size
@@ -125,7 +130,9 @@ class TextClassificationData(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if format not in (*READERS, "per_class"):
-            raise DataError(f"unknown data.format '{format}'; use one of {', '.join([*READERS, 'per_class'])}")
+            raise DataError(
+                f"unknown data.format '{format}'; use one of {', '.join([*READERS, 'per_class'])}"
+            )
         if format == "per_class" and not class_files:
             raise DataError("data.format=per_class needs data.class_files (class -> file)")
         if format != "per_class" and not (files and "train" in files):
@@ -152,8 +159,11 @@ class TextClassificationData(L.LightningDataModule):
         self.shuffle_seed = shuffle_seed
         self.num_workers = num_workers
         self.preprocessor = TextPreprocessor(
-            lowercase=lowercase, unicode_form=unicode_form, unescape=unescape,
-            tokenizer=tokenizer, max_length=max_length,
+            lowercase=lowercase,
+            unicode_form=unicode_form,
+            unescape=unescape,
+            tokenizer=tokenizer,
+            max_length=max_length,
         )
         self.classes: list[str] = []
         self.fingerprint: dict[str, str] = {}
@@ -164,10 +174,14 @@ class TextClassificationData(L.LightningDataModule):
     # -- files ---------------------------------------------------------------------------
 
     def _relpaths(self) -> list[str]:
-        return list(self.class_files.values()) if self.format == "per_class" else list(self.files.values())
+        return (
+            list(self.class_files.values())
+            if self.format == "per_class"
+            else list(self.files.values())
+        )
 
     def prepare_data(self) -> None:
-        """Download what is missing (rank 0 only under DDP); files already present are used as-is."""
+        """Download what is missing (rank 0 only under DDP); files already present are kept."""
         for rel in self._relpaths():
             src = self.sources.get(rel, {}) if self.download else {}
             ensure_file(self.data_dir / rel, src.get("url"), src.get("sha256"), src.get("member"))
@@ -180,7 +194,12 @@ class TextClassificationData(L.LightningDataModule):
         self.fingerprint[rel] = digest
         expected = self.sources.get(rel, {}).get("sha256")
         if expected and expected != digest:
-            log.warning("%s differs from the published file (sha256 %s, expected %s)", path, digest, expected)
+            log.warning(
+                "%s differs from the published file (sha256 %s, expected %s)",
+                path,
+                digest,
+                expected,
+            )
         return path
 
     def _read(self, rel: str, label: str | None = None) -> list[Row]:
@@ -222,7 +241,9 @@ class TextClassificationData(L.LightningDataModule):
             log.info("%s: dropped %d empty and %d duplicate rows", split, empty, duplicates)
         return out
 
-    def _stratified_cut(self, rows: list[tuple[str, str]], fraction: float, salt: int) -> tuple[list, list]:
+    def _stratified_cut(
+        self, rows: list[tuple[str, str]], fraction: float, salt: int
+    ) -> tuple[list, list]:
         """(kept, cut): `fraction` of each class, chosen by a generator seeded with split_seed."""
         rng = random.Random(self.split_seed * 1000 + salt)
         by_class: dict[str, list[int]] = defaultdict(list)
@@ -233,7 +254,9 @@ class TextClassificationData(L.LightningDataModule):
             idx = by_class[label]
             rng.shuffle(idx)
             cut.update(idx[: round(len(idx) * fraction)])
-        return [r for i, r in enumerate(rows) if i not in cut], [r for i, r in enumerate(rows) if i in cut]
+        return [r for i, r in enumerate(rows) if i not in cut], [
+            r for i, r in enumerate(rows) if i in cut
+        ]
 
     def _load_splits(self) -> dict[str, list[tuple[str, str]]]:
         if self.format == "per_class":
@@ -245,18 +268,26 @@ class TextClassificationData(L.LightningDataModule):
             raw = {split: self._read(rel) for split, rel in self.files.items()}
         unknown = set(raw) - set(SPLITS)
         if unknown:
-            raise DataError(f"unknown split(s) {sorted(unknown)} in data.files; use train, val, test")
+            raise DataError(
+                f"unknown split(s) {sorted(unknown)} in data.files; use train, val, test"
+            )
         rel_of = self.files if self.format != "per_class" else {}
         splits = {s: self._clean(s, rows, rel_of.get(s, "")) for s, rows in raw.items()}
         if "test" not in splits:
-            splits["train"], splits["test"] = self._stratified_cut(splits["train"], self.test_fraction, 1)
+            splits["train"], splits["test"] = self._stratified_cut(
+                splits["train"], self.test_fraction, 1
+            )
         if "val" not in splits:
-            splits["train"], splits["val"] = self._stratified_cut(splits["train"], self.val_fraction, 2)
+            splits["train"], splits["val"] = self._stratified_cut(
+                splits["train"], self.val_fraction, 2
+            )
         for split in SPLITS:
             self.stats.setdefault(f"{split}_empty_dropped", 0)  # a split cut from train
             self.stats.setdefault(f"{split}_duplicates_dropped", 0)
             if not splits[split]:
-                raise DataError(f"the {split} split is empty after cleaning; check data.files and the file contents")
+                raise DataError(
+                    f"the {split} split is empty after cleaning; check data.files and their lines"
+                )
             self.stats[f"{split}_rows"] = len(splits[split])
         return splits
 
@@ -269,16 +300,27 @@ class TextClassificationData(L.LightningDataModule):
         if not self._restored:
             present = sorted({label for label, _ in splits["train"]})
             self.classes = list(self.labels) if self.labels else present
-            self.preprocessor.build_vocab((t for _, t in splits["train"]), self.min_freq, self.max_size)
+            self.preprocessor.build_vocab(
+                (t for _, t in splits["train"]), self.min_freq, self.max_size
+            )
         index = {c: i for i, c in enumerate(self.classes)}
         for split in SPLITS:
             missing = {label for label, _ in splits[split]} - set(index)
             if missing:
-                raise DataError(f"labels {sorted(missing)} in the {split} split never occur in train")
-            ids = [torch.tensor(self.preprocessor.encode(t), dtype=torch.long) for _, t in splits[split]]
+                raise DataError(
+                    f"labels {sorted(missing)} in the {split} split never occur in train"
+                )
+            ids = [
+                torch.tensor(self.preprocessor.encode(t), dtype=torch.long)
+                for _, t in splits[split]
+            ]
             self.datasets[split] = EncodedTexts(ids, [index[label] for label, _ in splits[split]])
         self.stats["vocab_size"] = self.vocab_size
-        log.info("data: %s, vocabulary %d", {s: len(d) for s, d in self.datasets.items()}, self.vocab_size)
+        log.info(
+            "data: %s, vocabulary %d",
+            {s: len(d) for s, d in self.datasets.items()},
+            self.vocab_size,
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -298,7 +340,10 @@ class TextClassificationData(L.LightningDataModule):
             [len(x) for x in data.ids], self.batch_size, seed=self.shuffle_seed, shuffle=shuffle
         )
         return DataLoader(
-            data, batch_sampler=sampler, collate_fn=pad_batch, num_workers=self.num_workers,
+            data,
+            batch_sampler=sampler,
+            collate_fn=pad_batch,
+            num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 

@@ -41,24 +41,30 @@ class LSTMNet(nn.Module):
         self.pooling = pooling
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         self.lstm = nn.LSTM(
-            embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
-            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
+            embedding_dim,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.embedding(ids))
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         out, (h, _) = self.lstm(packed)
         if self.pooling == "last":
-            if self.lstm.bidirectional:
-                pooled = torch.cat([h[-2], h[-1]], dim=1)
-            else:
-                pooled = h[-1]
+            pooled = torch.cat([h[-2], h[-1]], dim=1) if self.lstm.bidirectional else h[-1]
         else:
             out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
-            mask = (torch.arange(out.size(1), device=out.device)[None, :] < lengths.to(out.device)[:, None])
+            mask = (
+                torch.arange(out.size(1), device=out.device)[None, :]
+                < lengths.to(out.device)[:, None]
+            )
             mask = mask.unsqueeze(-1)
             if self.pooling == "mean":
                 pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -110,19 +116,30 @@ class TextClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.net = LSTMNet(
-            vocab_size, num_classes, embedding_dim, hidden_size, num_layers, bidirectional, dropout, pooling
+            vocab_size,
+            num_classes,
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            bidirectional,
+            dropout,
+            pooling,
         )
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_metrics = _metrics(num_classes, "val/")
         self.test_metrics = _metrics(num_classes, "test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
-        self.test_roc = MulticlassROC(num_classes=num_classes)  # exact; binned ROC allocates N x bins under deterministic mode
+        self.test_roc = MulticlassROC(
+            num_classes=num_classes
+        )  # exact; binned ROC allocates N x bins under deterministic mode
         self.test_results: dict[str, Any] = {}
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.net(ids, lengths)
 
-    def _step(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(
+        self, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids, lengths, labels = batch
         logits = self(ids, lengths)
         return F.cross_entropy(logits, labels), logits, labels
@@ -133,7 +150,9 @@ class TextClassifier(L.LightningModule):
             l1 = sum(p.abs().sum() for name, p in self.net.named_parameters() if "weight" in name)
             loss = loss + self.hparams.l1 * l1
         self.train_acc(logits, labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels)
+        )
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
@@ -171,5 +190,9 @@ class TextClassifier(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.hparams.monitor,
+                "interval": "epoch",
+            },
         }

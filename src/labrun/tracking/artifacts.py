@@ -32,7 +32,9 @@ def confusion_png(matrix: torch.Tensor, class_names: list[str], path: Path) -> P
     return path
 
 
-def roc_png(fpr: list[torch.Tensor], tpr: list[torch.Tensor], class_names: list[str], path: Path) -> Path:
+def roc_png(
+    fpr: list[torch.Tensor], tpr: list[torch.Tensor], class_names: list[str], path: Path
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

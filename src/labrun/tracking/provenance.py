@@ -65,8 +65,11 @@ def collect(root: Path, seed: int, threads: int) -> dict[str, Any]:
     return {
         "git": git_state(root),
         "seed": seed,
-        "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
-                    "configured": threads},
+        "threads": {
+            "intra_op": torch.get_num_threads(),
+            "inter_op": torch.get_num_interop_threads(),
+            "configured": threads,
+        },
         "device": device,
         "hostname": socket.gethostname(),
         "command": shlex.join(sys.argv),
@@ -81,8 +84,9 @@ def collect(root: Path, seed: int, threads: int) -> dict[str, Any]:
 def tags(prov: dict[str, Any]) -> dict[str, str]:
     """The searchable part, as MLflow tags (MLflow's own git tag included)."""
     git = prov["git"]
+    found = {"mlflow.source.git.commit": git["commit"]} if git["commit"] else {}
     return {
-        "mlflow.source.git.commit": git["commit"] or "",
+        **found,
         "labrun.git_commit": git["commit"] or "none",
         "labrun.git_dirty": str(git["dirty"]),
         "labrun.seed": str(prov["seed"]),

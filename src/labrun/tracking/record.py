@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,9 +17,15 @@ from labrun.tracking.run import TrackedRun, flatten
 def open_run(cfg: DictConfig, task: str) -> TrackedRun:
     t = cfg.tracking
     return TrackedRun(
-        uri=t.uri, experiment=t.experiment, artifact_root=t.artifact_root, run_name=t.run_name,
-        tags={"labrun.task": task, **{str(k): str(v) for k, v in t.tags.items()},
-              **{f"labrun.tag.{tag}": "1" for tag in cfg.tags}},
+        uri=t.uri,
+        experiment=t.experiment,
+        artifact_root=t.artifact_root,
+        run_name=t.run_name,
+        tags={
+            "labrun.task": task,
+            **{str(k): str(v) for k, v in t.tags.items()},
+            **{f"labrun.tag.{tag}": "1" for tag in cfg.tags},
+        },
         connect_timeout_s=t.connect_timeout_s,
     )
 
@@ -54,27 +59,39 @@ def record_data(run: TrackedRun, dm: Any) -> None:
     run.log_dict(dm.fingerprint, "provenance/data_fingerprint.json")
     run.set_tags({"labrun.data_fingerprint": provenance.data_digest(dm.fingerprint)})
     run.log_metrics({f"data.{k}": v for k, v in dm.stats.items()})
-    run.log_dict({"itos": dm.preprocessor.itos, "classes": dm.classes, "class_names": dm.class_names},
-                 "data/vocab.json")
+    run.log_dict(
+        {"itos": dm.preprocessor.itos, "classes": dm.classes, "class_names": dm.class_names},
+        "data/vocab.json",
+    )
 
 
-def record_results(run: TrackedRun, cfg: DictConfig, trainer: L.Trainer, model: Any, dm: Any,
-                   metrics: dict[str, float], pipeline: Any = None) -> None:
+def record_results(
+    run: TrackedRun,
+    cfg: DictConfig,
+    checkpoints: dict[str, str],
+    model: Any,
+    dm: Any,
+    metrics: dict[str, float],
+    pipeline: Any = None,
+) -> None:
+    """Final metrics, test plots, best and last checkpoints and the loadable model."""
     run.log_dict(metrics, "metrics/final.json")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         results = getattr(model, "test_results", {})
         if "confusion" in results:
-            run.log_file(confusion_png(results["confusion"], dm.class_names, tmp_path / "confusion_matrix.png"),
-                         "plots")
+            run.log_file(
+                confusion_png(
+                    results["confusion"], dm.class_names, tmp_path / "confusion_matrix.png"
+                ),
+                "plots",
+            )
             run.log_file(roc_png(*results["roc"], dm.class_names, tmp_path / "roc.png"), "plots")
-        ckpt = trainer.checkpoint_callback
-        if ckpt is not None:
-            for name, path in (("best.ckpt", ckpt.best_model_path), ("last.ckpt", ckpt.last_model_path)):
-                if path and Path(path).is_file():
-                    target = tmp_path / name
-                    target.symlink_to(Path(path).resolve())
-                    run.log_file(target, "checkpoints")
+        for name, path in checkpoints.items():
+            if path and Path(path).is_file():
+                target = tmp_path / f"{name}.ckpt"
+                target.symlink_to(Path(path).resolve())
+                run.log_file(target, "checkpoints")
         if pipeline is not None and cfg.tracking.log_model:
             log_model(run, pipeline, tmp_path / "model")
 
@@ -83,7 +100,12 @@ def log_model(run: TrackedRun, pipeline: Any, path: Path) -> None:
     """The model users load back: `mlflow.pytorch.load_model("runs:/<id>/model")`."""
     import mlflow.pytorch
 
-    requirements = [line for line in provenance.pip_freeze()
-                    if line.split("==")[0].lower() in {"torch", "labrun", "mlflow", "lightning"}]
-    mlflow.pytorch.save_model(pipeline, str(path), pip_requirements=requirements, serialization_format="pickle")
+    requirements = [
+        line
+        for line in provenance.pip_freeze()
+        if line.split("==")[0].lower() in {"torch", "labrun", "mlflow", "lightning"}
+    ]
+    mlflow.pytorch.save_model(
+        pipeline, str(path), pip_requirements=requirements, serialization_format="pickle"
+    )
     run.log_dir(path, "model")

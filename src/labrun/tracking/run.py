@@ -30,7 +30,7 @@ def check_reachable(uri: str, timeout_s: float) -> None:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TrackingError(
-                f"cannot reach the tracking server at {uri} ({reason}); start it (make server) "
+                f"cannot reach the tracking server at {uri} ({reason}); start it, "
                 "or point tracking.uri / MLFLOW_TRACKING_URI at a running one"
             ) from None
     elif uri.startswith("sqlite:///"):
@@ -95,13 +95,20 @@ class TrackedRun:
             run = self.client.create_run(exp_id, run_name=self.run_name, tags=self.tags)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrackingError(f"cannot create a run in the tracking store {self.uri} ({first})") from None
+            raise TrackingError(
+                f"cannot create a run in the tracking store {self.uri} ({first})"
+            ) from None
         self.run_id = run.info.run_id
         self.run_name = run.info.run_name
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
-        log.info("MLflow run %s (%s) in experiment '%s' at %s", self.run_name, self.run_id,
-                 self.experiment, self.uri)
+        log.info(
+            "MLflow run %s (%s) in experiment '%s' at %s",
+            self.run_name,
+            self.run_id,
+            self.experiment,
+            self.uri,
+        )
         return self
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -109,11 +116,16 @@ class TrackedRun:
         raise _Interrupted(f"signal {signum}")
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
-        if exc is None or (isinstance(exc, SystemExit) and not exc.code and self.signal_received is None):
+        if exc is None or (
+            isinstance(exc, SystemExit) and not exc.code and self.signal_received is None
+        ):
             status = "FINISHED"
         elif self.signal_received is not None or isinstance(exc, KeyboardInterrupt):
             status = "KILLED"
@@ -124,9 +136,13 @@ class TrackedRun:
                 text = "".join(traceback.format_exception(exc_type, exc, tb))
                 self.client.log_text(self.run_id, text, "traceback.txt")
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                self.client.set_tag(self.run_id, "labrun.error", f"{type(exc).__name__}: {first}"[:5000])
+                self.client.set_tag(
+                    self.run_id, "labrun.error", f"{type(exc).__name__}: {first}"[:5000]
+                )
             if status == "KILLED":
-                self.client.set_tag(self.run_id, "labrun.signal", str(self.signal_received or signal.SIGINT))
+                self.client.set_tag(
+                    self.run_id, "labrun.signal", str(self.signal_received or signal.SIGINT)
+                )
         finally:
             self.client.set_terminated(self.run_id, status)
         log.info("MLflow run %s ended %s", self.run_id, status)
