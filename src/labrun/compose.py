@@ -46,13 +46,16 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("labrun.abspath", lambda p: str(Path(p).resolve()))
 
 
-def build_trainer(cfg: DictConfig, run_id: str | None) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_id: str | None, extra_callbacks: list | None = None
+) -> L.Trainer:
     """Callbacks and loggers from their groups; the MLflow logger writes into run `run_id`."""
     from hydra.utils import instantiate
 
     from labrun.tracking.logger import RunLogger
 
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    callbacks += extra_callbacks or []
     loggers = []
     for conf in (cfg.logger or {}).values():
         if conf is None:

@@ -85,7 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             dm.setup("test")
             record_data(run, dm)
             model = instantiate(source.model, vocab_size=dm.vocab_size, num_classes=dm.num_classes)
-            trainer = build_trainer(cfg, run.run_id)
+            trainer = build_trainer(cfg, run.run_id, [run.stop_callback()])
             results = trainer.test(model, datamodule=dm, ckpt_path=str(ckpt_path), verbose=False)
             metrics: dict[str, Any] = {k: float(v) for r in results for k, v in r.items()}
             run.log_dict(metrics, "metrics/final.json")

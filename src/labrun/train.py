@@ -37,12 +37,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         dm.prepare_data()
         dm.setup("fit")
         record_data(run, dm)
+        run.raise_if_signalled()
         model = instantiate(cfg.model, vocab_size=dm.vocab_size, num_classes=dm.num_classes)
-        trainer = build_trainer(cfg, run.run_id)
+        trainer = build_trainer(cfg, run.run_id, [run.stop_callback()])
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         ckpt = trainer.checkpoint_callback  # read now: testing restores its state from `best`
         checkpoints = {"best": ckpt.best_model_path, "last": ckpt.last_model_path} if ckpt else {}
+        run.raise_if_signalled()  # a signal during the last epoch: no test, no model
         if cfg.test:
             best = "best" if checkpoints.get("best") else None
             for result in trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False):
@@ -52,6 +54,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 {k: v for k, v in metrics.items() if k.startswith("test/")},
                 step=trainer.global_step,
             )
+        run.raise_if_signalled()
         pipeline = TextClassifierPipeline(
             copy.deepcopy(model.net).cpu().eval(), dm.preprocessor, dm.class_names
         )

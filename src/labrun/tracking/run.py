@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -49,15 +50,34 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-class _Interrupted(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so that Lightning shuts down cleanly."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised at a safe point so that Lightning shuts down cleanly."""
+
+
+class StopOnSignal(Callback):
+    """Raises a pending SIGINT/SIGTERM between batches, never inside a tracking-store write."""
+
+    def __init__(self, run: TrackedRun) -> None:
+        self.run = run
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.run.raise_if_signalled()
+
+    def on_validation_batch_start(self, *args: Any) -> None:
+        self.run.raise_if_signalled()
+
+    def on_test_batch_start(self, *args: Any) -> None:
+        self.run.raise_if_signalled()
 
 
 class TrackedRun:
     """Context manager around one MLflow run.
 
     On exit the run is FINISHED, FAILED (with `traceback.txt` and an `labrun.error` tag) or
-    KILLED (SIGINT or SIGTERM); never left RUNNING by an exception.
+    KILLED (SIGINT or SIGTERM); never left RUNNING by an exception. A signal is only noted when
+    it arrives, and raised at the next safe point (`raise_if_signalled`, or a batch boundary via
+    `stop_callback`): raising inside an SQLite write would leave the store locked. A second
+    signal raises at once.
     """
 
     def __init__(
@@ -112,8 +132,18 @@ class TrackedRun:
         return self
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        first = self.signal_received is None
         self.signal_received = signum
-        raise _Interrupted(f"signal {signum}")
+        log.warning("received signal %d: stopping at the next batch boundary", signum)
+        if not first:
+            raise Interrupted(f"signal {signum}")
+
+    def raise_if_signalled(self) -> None:
+        if self.signal_received is not None:
+            raise Interrupted(f"signal {self.signal_received}")
+
+    def stop_callback(self) -> StopOnSignal:
+        return StopOnSignal(self)
 
     def __exit__(
         self,
@@ -146,6 +176,8 @@ class TrackedRun:
         finally:
             self.client.set_terminated(self.run_id, status)
         log.info("MLflow run %s ended %s", self.run_id, status)
+        if status == "KILLED" and self.signal_received is not None:
+            raise SystemExit(128 + self.signal_received)  # the shell's convention: 143 for SIGTERM
 
     # -- recording ------------------------------------------------------------------------
 
