@@ -145,6 +145,16 @@ def test_cli_run_records_everything(tmp_path: Path, store: str) -> None:
     assert len(evals) == 1 and evals[0].info.status == "FINISHED"
     assert evals[0].data.metrics["test/acc"] == pytest.approx(run.data.metrics["test/acc"])
 
+    best = client.download_artifacts(run.info.run_id, "checkpoints/best.ckpt", str(tmp / "ckpt"))
+    proc = run_labrun(
+        ["eval", "experiment=trec_lstm", "model.hidden_size=32", f"ckpt_path={best}"],
+        labrun_env(tmp_path, store),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evals = client.search_runs([run.info.experiment_id], "tags.`labrun.task` = 'eval'")
+    assert len(evals) == 2
+    assert {e.data.metrics["test/acc"] for e in evals} == {run.data.metrics["test/acc"]}
+
 
 def test_same_seed_same_metrics_other_seed_other_metrics(make_cfg) -> None:
     tiny = [*TINY, "tracking.log_model=false", "trainer.max_epochs=2"]

@@ -98,7 +98,13 @@ def record_results(
 
 def log_model(run: TrackedRun, pipeline: Any, path: Path) -> None:
     """The model users load back: `mlflow.pytorch.load_model("runs:/<id>/model")`."""
+    import logging
+
     import mlflow.pytorch
+
+    logging.getLogger("mlflow.pytorch").setLevel(
+        logging.ERROR
+    )  # pt2 export needs tensor inputs; this model takes strings
 
     requirements = [
         line
