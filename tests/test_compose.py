@@ -12,12 +12,17 @@ from omegaconf.errors import ValidationError
 
 from labrun import schema
 from labrun.compose import config_dir
-from labrun.data import TextClassificationData
+from labrun.data import ImageDataModule, TextClassificationData
 from labrun.errors import ConfigError
-from labrun.models import TextClassifier
+from labrun.models import GAN, ImageClassifier, TextClassifier
 from tests.conftest import RECIPES
 
 CONF = config_dir()
+RECIPE_FOR = {("model", "dcgan"): "mnist_dcgan", ("model", "image_classifier"): "mnist_features"}
+FAKE_SHAPES = {
+    TextClassificationData: {"vocab_size": 50, "num_classes": 3},
+    ImageDataModule: {"channels": 1, "image_size": 28, "num_classes": 10},
+}
 GROUPS = [
     "data",
     "model",
@@ -39,7 +44,15 @@ def options(group: str) -> list[str]:
 
 
 def test_recipes_are_the_promised_ones() -> None:
-    assert {"trec_lstm", "sst2_lstm", "agnews_lstm", "sms_spam_lstm"} <= set(RECIPES)
+    assert {
+        "trec_lstm",
+        "sst2_lstm",
+        "agnews_lstm",
+        "sms_spam_lstm",
+        "mnist_dcgan",
+        "fashion_mnist_dcgan",
+        "mnist_features",
+    } <= set(RECIPES)
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -48,9 +61,10 @@ def test_recipe_composes_and_instantiates(recipe: str, make_cfg) -> None:
     schema.check_targets(cfg)
     assert cfg.tracking.experiment == recipe
     dm = instantiate(cfg.data)
-    assert isinstance(dm, TextClassificationData)
-    model = instantiate(cfg.model, vocab_size=50, num_classes=3)
-    assert isinstance(model, TextClassifier)
+    assert isinstance(dm, (TextClassificationData, ImageDataModule))
+    shape = FAKE_SHAPES[type(dm)]
+    model = instantiate(cfg.model, **shape)
+    assert isinstance(model, (TextClassifier, ImageClassifier, GAN))
     assert model.configure_optimizers() is not None
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
@@ -61,17 +75,22 @@ def test_recipe_composes_and_instantiates(recipe: str, make_cfg) -> None:
     ("group", "option"), [(g, o) for g in GROUPS for o in options(g)], ids=lambda x: str(x)
 )
 def test_every_group_option_composes(group: str, option: str, make_cfg) -> None:
-    cfg = make_cfg(f"{group}={option}")
+    recipe = RECIPE_FOR.get((group, option), "trec_lstm")
+    cfg = make_cfg(f"experiment={recipe}", f"{group}={option}")
     schema.check_targets(cfg)
     if group == "model/optimizer":
-        assert cfg.model.optimizer._target_.startswith("torch.optim.")
+        target = cfg.model.optimizer._target_
+        assert target.startswith("torch.optim.")
         model = instantiate(cfg.model, vocab_size=20, num_classes=2)
-        assert type(model.configure_optimizers()).__name__.lower() == option
+        assert type(model.configure_optimizers()).__name__ == target.rsplit(".", 1)[1]
     if group == "model/scheduler" and option != "none":
         model = instantiate(cfg.model, vocab_size=20, num_classes=2)
         assert "lr_scheduler" in model.configure_optimizers()
     if group == "data":
-        assert isinstance(instantiate(cfg.data), TextClassificationData)
+        assert isinstance(instantiate(cfg.data), (TextClassificationData, ImageDataModule))
+    if group == "model":
+        dm_type = ImageDataModule if option != "lstm_classifier" else TextClassificationData
+        assert instantiate(cfg.model, **FAKE_SHAPES[dm_type]).configure_optimizers() is not None
     if group == "trainer" and option == "cpu":
         assert isinstance(instantiate(cfg.trainer), L.Trainer)
     if group == "callbacks":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -46,22 +46,39 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("labrun.abspath", lambda p: str(Path(p).resolve()))
 
 
+def build(node: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, but a LabrunError raised by a constructor stays itself
+    (one line for the user) instead of becoming Hydra's InstantiationException."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from labrun.errors import LabrunError
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, LabrunError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def build_trainer(
     cfg: DictConfig, run_id: str | None, extra_callbacks: list | None = None
 ) -> L.Trainer:
     """Callbacks and loggers from their groups; the MLflow logger writes into run `run_id`."""
-    from hydra.utils import instantiate
-
     from labrun.tracking.logger import RunLogger
 
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    callbacks = [build(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += extra_callbacks or []
     loggers = []
     for conf in (cfg.logger or {}).values():
         if conf is None:
             continue
         if conf.get("_target_") == f"{RunLogger.__module__}.{RunLogger.__name__}":
-            loggers.append(instantiate(conf, run_id=run_id))
+            loggers.append(build(conf, run_id=run_id))
         else:
-            loggers.append(instantiate(conf))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+            loggers.append(build(conf))
+    return build(cfg.trainer, callbacks=callbacks, logger=loggers or False)

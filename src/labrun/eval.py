@@ -9,13 +9,18 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from labrun import determinism, schema
-from labrun.compose import build_trainer, config_dir, register_resolvers
+from labrun.compose import build, build_trainer, config_dir, register_resolvers
 from labrun.errors import ConfigError, TrackingError
-from labrun.tracking.record import open_run, record_config, record_data, record_provenance
+from labrun.tracking.record import (
+    open_run,
+    record_config,
+    record_data,
+    record_provenance,
+    record_results,
+)
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -56,11 +61,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError("eval needs run_id=<MLflow run id> or ckpt_path=<checkpoint file>")
     determinism.apply(cfg.seed, cfg.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        source = cfg
         ckpt_path = Path(cfg.ckpt_path) if cfg.ckpt_path else None
         if cfg.run_id:
             stored, ckpt_path, experiment = fetch_run(cfg, cfg.run_id, Path(tmp))
-            source = stored
             with open_dict(cfg):
                 cfg.data = stored.data
                 cfg.model = stored.model
@@ -74,21 +77,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         with open_run(cfg, "eval") as run:
             record_config(run, cfg)
             record_provenance(run, cfg)
-            dm = instantiate(cfg.data)
-            state = checkpoint.get(type(dm).__qualname__)
-            if state is None:
-                raise ConfigError(
-                    f"{ckpt_path} holds no {type(dm).__qualname__} state (vocabulary)"
-                )
-            dm.load_state_dict(state)
+            dm = build(cfg.data)
+            if state := checkpoint.get(type(dm).__qualname__):  # the training-time vocabulary
+                dm.load_state_dict(state)
             dm.prepare_data()
             dm.setup("test")
             record_data(run, dm)
-            model = instantiate(source.model, vocab_size=dm.vocab_size, num_classes=dm.num_classes)
+            model = build(cfg.model, **dm.model_kwargs())
+            if hasattr(model, "prepare"):
+                run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
             trainer = build_trainer(cfg, run.run_id, [run.stop_callback()])
             results = trainer.test(model, datamodule=dm, ckpt_path=str(ckpt_path), verbose=False)
             metrics: dict[str, Any] = {k: float(v) for r in results for k, v in r.items()}
-            run.log_dict(metrics, "metrics/final.json")
+            record_results(run, cfg, {}, model, dm, metrics, None)
             log.info("eval metrics: %s", metrics)
             return metrics
 

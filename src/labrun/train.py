@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from labrun import determinism, schema
-from labrun.compose import build_trainer, config_dir, register_resolvers
-from labrun.models import TextClassifierPipeline
+from labrun.compose import build, build_trainer, config_dir, register_resolvers
 from labrun.tracking.logger import RunLogger
 from labrun.tracking.record import (
     open_run,
@@ -33,12 +30,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     with open_run(cfg, "train") as run:
         record_config(run, cfg)
         record_provenance(run, cfg)
-        dm = instantiate(cfg.data)
+        dm = build(cfg.data)
         dm.prepare_data()
         dm.setup("fit")
         record_data(run, dm)
         run.raise_if_signalled()
-        model = instantiate(cfg.model, vocab_size=dm.vocab_size, num_classes=dm.num_classes)
+        model = build(cfg.model, **dm.model_kwargs())
+        if hasattr(model, "prepare"):  # e.g. the GAN's feature space for FID, before any RNG use
+            run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
         trainer = build_trainer(cfg, run.run_id, [run.stop_callback()])
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -55,10 +54,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 step=trainer.global_step,
             )
         run.raise_if_signalled()
-        pipeline = TextClassifierPipeline(
-            copy.deepcopy(model.net).cpu().eval(), dm.preprocessor, dm.class_names
-        )
-        record_results(run, cfg, checkpoints, model, dm, metrics, pipeline)
+        exported = model.export(dm) if hasattr(model, "export") else None
+        record_results(run, cfg, checkpoints, model, dm, metrics, exported)
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
         metrics["run_id"] = run.run_id  # type: ignore[assignment]
         return metrics

@@ -1,3 +1,4 @@
+from labrun.data.images import ImageDataModule
 from labrun.data.text import TextClassificationData
 
-__all__ = ["TextClassificationData"]
+__all__ = ["ImageDataModule", "TextClassificationData"]

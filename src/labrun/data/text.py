@@ -330,6 +330,10 @@ class TextClassificationData(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def model_kwargs(self) -> dict[str, int]:
+        """What a model needs to know about this data to be built."""
+        return {"vocab_size": self.vocab_size, "num_classes": self.num_classes}
+
     @property
     def class_names(self) -> list[str]:
         return self.label_names if self.label_names else list(self.classes)

@@ -5,20 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassAUROC,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-    MulticlassROC,
-)
+
+from labrun.models.classifier import Classifier
 
 Pooling = Literal["last", "mean", "max"]
 
@@ -73,27 +63,11 @@ class LSTMNet(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-def _metrics(num_classes: int, prefix: str) -> MetricCollection:
-    kw: dict[str, Any] = {"num_classes": num_classes}
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(average="micro", **kw),
-            "precision": MulticlassPrecision(average="macro", **kw),
-            "recall": MulticlassRecall(average="macro", **kw),
-            "f1": MulticlassF1Score(average="macro", **kw),
-            "auroc": MulticlassAUROC(average="macro", **kw),
-        },
-        prefix=prefix,
-    )
-
-
-class TextClassifier(L.LightningModule):
+class TextClassifier(Classifier):
     """A text classifier whose constructor arguments are its config (`conf/model/`).
 
-    `vocab_size` and `num_classes` come from the data at run time. The optimizer and scheduler
-    are partials from `conf/optimizer/` and `conf/scheduler/`; L2 is the optimizer's
-    weight_decay, `l1` adds an L1 penalty on the weights, and gradient clipping is the
-    Trainer's `gradient_clip_val`.
+    `vocab_size` and `num_classes` come from the data at run time; the optimizer and scheduler
+    are partials from `conf/model/optimizer/` and `conf/model/scheduler/`.
     """
 
     def __init__(
@@ -111,10 +85,8 @@ class TextClassifier(L.LightningModule):
         l1: float = 0.0,
         monitor: str = "val/acc",
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, optimizer, scheduler, l1, monitor)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.net = LSTMNet(
             vocab_size,
             num_classes,
@@ -125,74 +97,21 @@ class TextClassifier(L.LightningModule):
             dropout,
             pooling,
         )
-        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.val_metrics = _metrics(num_classes, "val/")
-        self.test_metrics = _metrics(num_classes, "test/")
-        self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
-        self.test_roc = MulticlassROC(
-            num_classes=num_classes
-        )  # exact; binned ROC allocates N x bins under deterministic mode
-        self.test_results: dict[str, Any] = {}
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.net(ids, lengths)
 
-    def _step(
+    def unpack(
         self, batch: tuple[torch.Tensor, ...]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         ids, lengths, labels = batch
-        logits = self(ids, lengths)
-        return F.cross_entropy(logits, labels), logits, labels
+        return (ids, lengths), labels
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        loss, logits, labels = self._step(batch)
-        if self.hparams.l1 > 0:
-            l1 = sum(p.abs().sum() for name, p in self.net.named_parameters() if "weight" in name)
-            loss = loss + self.hparams.l1 * l1
-        self.train_acc(logits, labels)
-        self.log(
-            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels)
-        )
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(labels))
-        return loss
+    def export(self, datamodule: Any) -> nn.Module:
+        """The model users load from MLflow: raw text in (see `TextClassifierPipeline`)."""
+        import copy
 
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        loss, logits, labels = self._step(batch)
-        self.val_metrics.update(logits.softmax(-1), labels)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(labels))
+        from labrun.models.pipeline import TextClassifierPipeline
 
-    def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=False)
-        self.val_metrics.reset()
-
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        loss, logits, labels = self._step(batch)
-        probs = logits.softmax(-1)
-        self.test_metrics.update(probs, labels)
-        self.test_confusion.update(probs, labels)
-        self.test_roc.update(probs, labels)
-        self.log("test/loss", loss, batch_size=len(labels))
-
-    def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        fpr, tpr, _ = self.test_roc.compute()
-        self.test_results = {
-            "confusion": self.test_confusion.compute().cpu(),
-            "roc": ([f.cpu() for f in fpr], [t.cpu() for t in tpr]),
-        }
-        for metric in (self.test_metrics, self.test_confusion, self.test_roc):
-            metric.reset()
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if not self.scheduler_factory:  # `scheduler=none` composes to an empty node
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "monitor": self.hparams.monitor,
-                "interval": "epoch",
-            },
-        }
+        net = copy.deepcopy(self.net).cpu().eval()
+        return TextClassifierPipeline(net, datamodule.preprocessor, datamodule.class_names)

@@ -53,3 +53,25 @@ def roc_png(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def coverage_png(coverage: dict, class_names: list[str], path: Path) -> Path:
+    """Generated vs real class shares under the feature classifier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * n, 3.5), dpi=120)
+    xs = range(n)
+    ax.bar([x - 0.2 for x in xs], coverage["real"], width=0.4, label="real (test)")
+    ax.bar([x + 0.2 for x in xs], coverage["generated"], width=0.4, label="generated")
+    ax.set_xticks(list(xs), class_names, rotation=45, ha="right")
+    ax.set_ylabel("share")
+    ax.set_title(f"mode coverage: KL(real || generated) = {coverage['kl']:.4f}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

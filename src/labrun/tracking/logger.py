@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
@@ -23,3 +24,8 @@ class RunLogger(MLFlowLogger):
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
         return
+
+    @rank_zero_only
+    def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
+        """Store a file (a sample grid, a plot) in the run as it trains."""
+        self.experiment.log_artifact(self.run_id, str(path), artifact_dir)

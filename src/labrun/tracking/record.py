@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from labrun.tracking import provenance
-from labrun.tracking.artifacts import confusion_png, roc_png
+from labrun.tracking.artifacts import confusion_png, coverage_png, roc_png
 from labrun.tracking.run import TrackedRun, flatten
 
 
@@ -56,13 +56,12 @@ def record_provenance(run: TrackedRun, cfg: DictConfig) -> None:
 
 
 def record_data(run: TrackedRun, dm: Any) -> None:
+    """Fingerprint, row counts and the data's learned state (a text vocabulary)."""
     run.log_dict(dm.fingerprint, "provenance/data_fingerprint.json")
     run.set_tags({"labrun.data_fingerprint": provenance.data_digest(dm.fingerprint)})
     run.log_metrics({f"data.{k}": v for k, v in dm.stats.items()})
-    run.log_dict(
-        {"itos": dm.preprocessor.itos, "classes": dm.classes, "class_names": dm.class_names},
-        "data/vocab.json",
-    )
+    if state := dm.state_dict():
+        run.log_dict({**state, "class_names": dm.class_names}, "data/vocab.json")
 
 
 def record_results(
@@ -87,6 +86,17 @@ def record_results(
                 "plots",
             )
             run.log_file(roc_png(*results["roc"], dm.class_names, tmp_path / "roc.png"), "plots")
+        if "samples" in results:
+            from torchvision.utils import save_image
+
+            save_image(results["samples"], tmp_path / "samples_final.png", nrow=8)
+            run.log_file(tmp_path / "samples_final.png", "plots")
+        if "coverage" in results:
+            run.log_dict(results["coverage"], "metrics/coverage.json")
+            run.log_file(
+                coverage_png(results["coverage"], dm.class_names, tmp_path / "coverage.png"),
+                "plots",
+            )
         for name, path in checkpoints.items():
             if path and Path(path).is_file():
                 target = tmp_path / f"{name}.ckpt"

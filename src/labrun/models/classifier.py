@@ -1,0 +1,120 @@
+"""What every classifier shares: loss, torchmetrics for val and test, optimizer wiring."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+    MulticlassROC,
+)
+
+
+def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    kw: dict[str, Any] = {"num_classes": num_classes}
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(average="micro", **kw),
+            "precision": MulticlassPrecision(average="macro", **kw),
+            "recall": MulticlassRecall(average="macro", **kw),
+            "f1": MulticlassF1Score(average="macro", **kw),
+            "auroc": MulticlassAUROC(average="macro", **kw),
+        },
+        prefix=prefix,
+    )
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy training with accuracy, macro precision/recall/F1 and one-vs-rest AUROC.
+
+    Subclasses build `self.net` and say how a batch splits into inputs and labels (`unpack`).
+    L2 is the optimizer's weight_decay, `l1` adds an L1 penalty on the weights, and gradient
+    clipping is the Trainer's `gradient_clip_val`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        l1: float = 0.0,
+        monitor: str = "val/acc",
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.l1 = l1
+        self.monitor = monitor
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_metrics = classification_metrics(num_classes, "val/")
+        self.test_metrics = classification_metrics(num_classes, "test/")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        # Exact ROC: the binned one allocates N x bins x classes under deterministic mode.
+        self.test_roc = MulticlassROC(num_classes=num_classes)
+        self.test_results: dict[str, Any] = {}
+
+    def unpack(self, batch: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        raise NotImplementedError
+
+    def _step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs, labels = self.unpack(batch)
+        logits = self(*inputs)
+        return F.cross_entropy(logits, labels), logits, labels
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, logits, labels = self._step(batch)
+        if self.l1 > 0:
+            weights = (p for name, p in self.net.named_parameters() if "weight" in name)
+            loss = loss + self.l1 * sum(p.abs().sum() for p in weights)
+        self.train_acc(logits, labels)
+        n = len(labels)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, labels = self._step(batch)
+        self.val_metrics.update(logits.softmax(-1), labels)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(labels))
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute())
+        self.val_metrics.reset()
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, labels = self._step(batch)
+        probs = logits.softmax(-1)
+        self.test_metrics.update(probs, labels)
+        self.test_confusion.update(probs, labels)
+        self.test_roc.update(probs, labels)
+        self.log("test/loss", loss, batch_size=len(labels))
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        fpr, tpr, _ = self.test_roc.compute()
+        self.test_results = {
+            "confusion": self.test_confusion.compute().cpu(),
+            "roc": ([f.cpu() for f in fpr], [t.cpu() for t in tpr]),
+        }
+        for metric in (self.test_metrics, self.test_confusion, self.test_roc):
+            metric.reset()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if not self.scheduler_factory:  # `scheduler=none` composes to an empty node
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }
