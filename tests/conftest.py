@@ -9,13 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from labrun import schema
-from labrun.compose import config_dir, project_root, register_resolvers
+from labrun.compose import compose_task, project_root, register_resolvers
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("LABRUN_DATA_DIR", project_root(ROOT) / "data")).resolve()
@@ -41,25 +38,8 @@ def store(tmp_path: Path) -> str:
 
 def compose_cfg(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
     """Compose as `labrun train` does, with outputs and the store under tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(
-            config_name=config_name,
-            overrides=[
-                f"paths.data_dir={DATA_DIR}",
-                f"paths.run_dir={tmp_path}",
-                f"paths.output_dir={tmp_path}/out",
-                *overrides,
-            ],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.tracking.experiment = cfg.hydra.runtime.choices.experiment
-        cfg.tracking.run_name = f"test-{cfg.tracking.experiment}"
-        del cfg.hydra
-    OmegaConf.resolve(cfg)
-    return cfg
+    paths = [f"paths.data_dir={DATA_DIR}", f"paths.run_dir={tmp_path}"]
+    return compose_task([*paths, *overrides], f"{tmp_path}/out", config_name)
 
 
 @pytest.fixture

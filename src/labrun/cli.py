@@ -10,14 +10,17 @@ from typing import Any
 USAGE = """usage: labrun COMMAND [ARGS]
 
 commands:
-  train [OVERRIDES]     compose a config, train, test and record an MLflow run
+  train [OVERRIDES]     compose a config, train, test and record an MLflow run (-m: a grid)
   eval  [OVERRIDES]     test a trained model: run_id=<id> or ckpt_path=<file>
+  sweep [OVERRIDES]     an Optuna search: hparams_search=NAME [--workers N]; rerun to resume
+  compare [RUNS] ...    what differs between runs, and whether it is real (--help)
 
 Overrides are Hydra's: experiment=sst2_lstm model.hidden_size=256 debug=fdr ...
 Hydra's own flags work too: labrun train --cfg job, labrun train --help, labrun train -m ...
 """
 
-TASKS = {"train": "labrun.train", "eval": "labrun.eval"}
+TASKS = {"train": "labrun.train", "eval": "labrun.eval"}  # Hydra apps
+COMMANDS = {"sweep": "labrun.sweep", "compare": "labrun.compare"}  # plain argparse
 HYDRA_FLAGS = {
     "--cfg",
     "-c",
@@ -76,12 +79,19 @@ def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
 
     from labrun.errors import LabrunError
 
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return task(cfg)
     except LabrunError as exc:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records the failed job and the sweep goes on
+        if multirun:  # the job's run is FAILED; the sweep goes on and counts it
+            print(f"labrun: error: job {HydraConfig.get().job.num}: {exc}", file=sys.stderr)
+            return None
         fail(str(exc))
+    except Exception:
+        if multirun:
+            log.exception("job %s failed", HydraConfig.get().job.num)
+            return None
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,14 +100,21 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         raise SystemExit(0 if args else 2)
     command, rest = args[0], args[1:]
+    import importlib
+
+    if command in COMMANDS:
+        importlib.import_module(COMMANDS[command]).run(rest)
+        return
     if command not in TASKS:
-        fail(f"unknown command '{command}'; use one of: {', '.join(TASKS)}")
+        fail(f"unknown command '{command}'; use one of: {', '.join([*TASKS, *COMMANDS])}")
     if not any(a.split("=")[0] in HYDRA_FLAGS for a in rest) and not any(
         a.startswith("hydra") for a in rest
     ):
         preflight(command, rest)
-    import importlib
-
     module = importlib.import_module(TASKS[command])
     sys.argv = [f"labrun {command}", *rest]
     module.main()
+    from labrun.tracking.multirun import failed_sweeps
+
+    if failed_sweeps:
+        fail(f"sweep {failed_sweeps[0]} had failed trials; its parent run lists them", code=1)

@@ -46,6 +46,41 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("labrun.abspath", lambda p: str(Path(p).resolve()))
 
 
+def compose_task(overrides: list[str], output_dir: str, config_name: str = "train") -> DictConfig:
+    """A task's config composed outside `@hydra.main` (sweep trials, tests), fully resolved.
+
+    `output_dir` stands in for the run folder Hydra would have made; Hydra's own node is
+    dropped once the `${hydra:...}` values it feeds are resolved.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from labrun import schema
+
+    register_resolvers()
+    schema.register_schemas()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(
+                config_name=config_name,
+                overrides=[f"paths.output_dir={output_dir}", *overrides],
+                return_hydra_config=True,
+            )
+    finally:
+        GlobalHydra.instance().clear()
+    HydraConfig.instance().set_config(cfg)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.tracking.experiment = cfg.hydra.runtime.choices.experiment
+    OmegaConf.resolve(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
 def build(node: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, but a LabrunError raised by a constructor stays itself
     (one line for the user) instead of becoming Hydra's InstantiationException."""

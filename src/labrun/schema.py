@@ -62,9 +62,17 @@ class TaskConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    metric: str = "val/acc"
+    direction: str = "maximize"
+
+
+@dataclass
 class TrainConfig(TaskConfig):
     test: bool = True
     ckpt_path: Optional[str] = None  # noqa: UP045
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    hparams_search: Any = None
 
 
 @dataclass

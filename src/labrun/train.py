@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -24,10 +25,13 @@ register_resolvers()
 schema.register_schemas()
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(
+    cfg: DictConfig, callbacks: list[Any] | None = None, tags: dict[str, str] | None = None
+) -> dict[str, float]:
+    """One run: `callbacks` join the config's (a sweep's pruner), `tags` mark it (a trial)."""
     schema.check_targets(cfg)
     determinism.apply(cfg.seed, cfg.threads)
-    with open_run(cfg, "train") as run:
+    with open_run(cfg, "train", tags) as run:
         record_config(run, cfg)
         record_provenance(run, cfg)
         dm = build(cfg.data)
@@ -38,7 +42,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model = build(cfg.model, **dm.model_kwargs())
         if hasattr(model, "prepare"):  # e.g. the GAN's feature space for FID, before any RNG use
             run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
-        trainer = build_trainer(cfg, run.run_id, [run.stop_callback()])
+        trainer = build_trainer(cfg, run.run_id, [run.stop_callback(), *(callbacks or [])])
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         ckpt = trainer.checkpoint_callback  # read now: testing restores its state from `best`

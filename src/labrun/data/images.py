@@ -7,12 +7,12 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from labrun.data.download import sha256_file
+from labrun.data.splits import SplitDataModule
 from labrun.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class AugmentedImages(Dataset):
         return (x.float() / 255 - self.mean) / self.std, self.labels[i]
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(SplitDataModule):
     """MNIST or Fashion-MNIST from `data_dir/<MNIST|FashionMNIST>/raw/`, torchvision's layout.
 
     Files already present (plain or `.gz`) are read in place, so a read-only folder works;
@@ -236,12 +236,3 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

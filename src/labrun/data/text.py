@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from labrun.data.download import ensure_file, sha256_file
 from labrun.data.formats import READERS, Row, read_lines_as
 from labrun.data.preprocess import TextPreprocessor
+from labrun.data.splits import SplitDataModule
 from labrun.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 
-class TextClassificationData(L.LightningDataModule):
+class TextClassificationData(SplitDataModule):
     """Reads, cleans, splits and batches a text-classification corpus.
 
     `format` picks the reader: `prefixed` (`<label> <text>`), `tsv` (`<label>\\t<text>`), `trec`
@@ -350,15 +350,6 @@ class TextClassificationData(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def state_dict(self) -> dict[str, Any]:
         """The vocabulary and classes travel inside every checkpoint, so it evaluates alone."""

@@ -14,7 +14,22 @@ from labrun.tracking.artifacts import confusion_png, coverage_png, roc_png
 from labrun.tracking.run import TrackedRun, flatten
 
 
-def open_run(cfg: DictConfig, task: str) -> TrackedRun:
+def multirun_tags() -> dict[str, str]:
+    """Child-run tags for a job of a Hydra multirun, whose parent the sweep callback opened."""
+    from hydra.types import RunMode
+
+    from labrun.tracking.sweeps import child_tags, read_parent_file
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    info = read_parent_file(HydraConfig.get().sweep.dir)
+    if info is None:
+        return {}
+    return child_tags(info["run_id"], info["sweep_id"], HydraConfig.get().job.num)
+
+
+def open_run(cfg: DictConfig, task: str, tags: dict[str, str] | None = None) -> TrackedRun:
+    """The task's run: named by config, tagged with the task, the config's tags and `tags`."""
     t = cfg.tracking
     return TrackedRun(
         uri=t.uri,
@@ -25,6 +40,8 @@ def open_run(cfg: DictConfig, task: str) -> TrackedRun:
             "labrun.task": task,
             **{str(k): str(v) for k, v in t.tags.items()},
             **{f"labrun.tag.{tag}": "1" for tag in cfg.tags},
+            **multirun_tags(),
+            **(tags or {}),
         },
         connect_timeout_s=t.connect_timeout_s,
     )
