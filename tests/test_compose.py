@@ -6,9 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-from omegaconf.errors import ValidationError
 
 from labrun import schema
 from labrun.compose import config_dir
@@ -105,9 +103,8 @@ def test_all_groups_exist() -> None:
 
 
 def test_misspelled_override_names_the_key(make_cfg) -> None:
-    with pytest.raises(ConfigCompositionException) as info:
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.hiden_size'"):
         make_cfg("model.hiden_size=3")
-    assert "unknown config key 'model.hiden_size'" in schema.explain(info.value)
 
 
 def test_misspelled_key_in_a_config_is_caught_against_the_class(make_cfg) -> None:
@@ -137,10 +134,9 @@ def test_wrong_type_names_the_key(override: str, message: str, make_cfg) -> None
 
 @pytest.mark.parametrize("override", ["seed=abc", "seed=null", "threads=two"])
 def test_root_keys_are_typed_at_compose_time(override: str, make_cfg) -> None:
-    with pytest.raises((ConfigCompositionException, ValidationError)) as info:
+    with pytest.raises(ConfigError) as info:
         make_cfg(override)
-    key = override.lstrip("+").split("=")[0]
-    assert key in schema.explain(info.value)
+    assert f"'{override.split('=')[0]}'" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -153,9 +149,9 @@ def test_a_recipe_with_a_typo_fails_to_compose(
     """A user's own recipe is checked against the root schema while Hydra composes it."""
     (tmp_path / "extra" / "experiment").mkdir(parents=True)
     (tmp_path / "extra" / "experiment" / "typo.yaml").write_text(f"# @package _global_\n{body}\n")
-    with pytest.raises((ConfigCompositionException, ValidationError)) as info:
+    with pytest.raises(ConfigError) as info:
         make_cfg(f"hydra.searchpath=[file://{tmp_path}/extra]", "experiment=typo")
-    assert key in schema.explain(info.value)
+    assert key in str(info.value)
 
 
 def test_unknown_target_is_a_config_error(make_cfg) -> None:

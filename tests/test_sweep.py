@@ -188,10 +188,24 @@ def test_two_workers_share_one_study(tmp_path: Path, store: str) -> None:
     assert len({k.data.tags["labrun.trial"] for k in kids}) == len(kids)
 
 
-def test_sweep_without_a_search_space_is_a_clear_error(tmp_path: Path, store: str) -> None:
-    proc = run_labrun(["sweep", "experiment=trec_lstm"], labrun_env(tmp_path, store))
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["experiment=trec_lstm"], "labrun sweep needs a search space"),
+        (["experiment=nope", "hparams_search=trec_optuna"], "Could not find 'experiment/nope'"),
+        (
+            ["hparams_search=trec_optuna", "model.hiden_size=3"],
+            "unknown config key 'model.hiden_size'",
+        ),
+    ],
+)
+def test_sweep_bad_input_is_one_line(
+    args: list[str], message: str, tmp_path: Path, store: str
+) -> None:
+    proc = run_labrun(["sweep", *args], labrun_env(tmp_path, store))
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("labrun: error: labrun sweep needs")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("labrun: error:") and message in last, last
 
 
 # -- compare, on runs whose metrics we set ----------------------------------------------------

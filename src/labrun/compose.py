@@ -58,6 +58,7 @@ def compose_task(overrides: list[str], output_dir: str, config_name: str = "trai
     from omegaconf import open_dict
 
     from labrun import schema
+    from labrun.errors import ConfigError
 
     register_resolvers()
     schema.register_schemas()
@@ -69,6 +70,8 @@ def compose_task(overrides: list[str], output_dir: str, config_name: str = "trai
                 overrides=[f"paths.output_dir={output_dir}", *overrides],
                 return_hydra_config=True,
             )
+    except Exception as exc:  # Hydra's and OmegaConf's errors, as one line naming the key
+        raise ConfigError(schema.explain(exc)) from None
     finally:
         GlobalHydra.instance().clear()
     HydraConfig.instance().set_config(cfg)
