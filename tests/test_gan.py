@@ -8,6 +8,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import lightning as L
 import mlflow
 import pytest
 import torch
@@ -245,3 +246,60 @@ def test_mode_coverage_sees_a_dropped_class() -> None:
     dropped = mode_coverage(torch.arange(9).repeat(111), real, 10)
     assert even["kl"] == pytest.approx(0.0, abs=1e-9) and even["classes_covered"] == 10
     assert dropped["kl"] > 1.0 and dropped["classes_covered"] == 9
+
+
+class GradNorms(L.Callback):
+    """Records each optimizer's total gradient norm just before it steps."""
+
+    def __init__(self) -> None:
+        self.norms: dict[int, list[float]] = {0: [], 1: []}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        index = trainer.optimizers.index(optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        self.norms[index].append(torch.norm(torch.stack([p.grad.norm() for p in params])).item())
+
+
+@pytest.mark.parametrize("clip", [None, 0.01])
+def test_gradient_clipping_reaches_both_nets(clip: float | None, make_cfg) -> None:
+    cfg = make_cfg(
+        "experiment=mnist_dcgan",
+        f"model.gradient_clip_val={clip or 'null'}",
+        "model.label_smoothing=0.1",
+    )
+    model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
+    dm.setup()
+    norms = GradNorms()
+    trainer = L.Trainer(
+        max_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[norms],
+    )
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    g_norms, d_norms = norms.norms[0], norms.norms[1]
+    assert len(g_norms) == len(d_norms) >= 1
+    if clip:
+        assert max(g_norms + d_norms) <= clip * 1.0001
+    else:
+        assert min(g_norms) > 0.01 and min(d_norms) > 0.01  # so the clipped case means something
+
+
+def test_augmentation_changes_train_images_reproducibly() -> None:
+    from torchvision.transforms import v2
+
+    def first_batch(augment):
+        torch.manual_seed(0)
+        dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=16, augment=augment)
+        dm.setup()
+        return next(iter(dm.train_dataloader()))[0]
+
+    plain = first_batch(None)
+    shifted = first_batch([v2.RandomAffine(degrees=0, translate=(0.2, 0.2))])
+    assert not torch.equal(plain, shifted)
+    assert torch.equal(shifted, first_batch([v2.RandomAffine(degrees=0, translate=(0.2, 0.2))]))
+    assert shifted.min() >= -1.0 and shifted.max() <= 1.0
