@@ -186,6 +186,8 @@ def test_two_workers_share_one_study(tmp_path: Path, store: str) -> None:
     kids = children(client, parent.info.run_id)
     assert 4 <= len(kids) <= 5  # two workers may each start the last trial at once
     assert len({k.data.tags["labrun.trial"] for k in kids}) == len(kids)
+    # Each worker samples with its own seed: no two trials try the same learning rate.
+    assert len({k.data.params["model.optimizer.lr"] for k in kids}) == len(kids)
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,9 @@ def suggest(trial: Any, params: DictConfig) -> list[str]:
     return overrides
 
 
-def make_study(hs: DictConfig, run_dir: str, direction: str) -> Any:
+def make_study(hs: DictConfig, run_dir: str, direction: str, worker: int = 0) -> Any:
+    """The study, created or loaded; each worker's sampler gets its own seed (seed + worker),
+    or every worker would propose the same parameters."""
     import optuna
 
     storage = hs.storage or f"sqlite:///{run_dir}/optuna.db"
@@ -91,7 +93,7 @@ def make_study(hs: DictConfig, run_dir: str, direction: str) -> Any:
         study_name=hs.study_name,
         storage=storage,
         direction=direction,
-        sampler=sampler(seed=hs.sampler.seed),
+        sampler=sampler(seed=hs.sampler.seed + worker),
         pruner=pruner,
         load_if_exists=True,
     )
@@ -150,7 +152,7 @@ def main(argv: list[str]) -> None:
         "overrides", nargs="*", help="Hydra overrides, hparams_search=NAME among them"
     )
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the study")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     base = compose_task(args.overrides, "unused")
     if not base.get("hparams_search"):
@@ -158,7 +160,7 @@ def main(argv: list[str]) -> None:
             "labrun sweep needs a search space: add hparams_search=NAME (conf/hparams_search/)"
         )
     hs = base.hparams_search
-    study = make_study(hs, base.paths.run_dir, base.objective.direction)
+    study = make_study(hs, base.paths.run_dir, base.objective.direction, args.worker or 0)
     sweep_id = hs.study_name
     t = base.tracking
     parent = open_parent(
@@ -169,7 +171,7 @@ def main(argv: list[str]) -> None:
         "optuna",
         OmegaConf.to_yaml({"overrides": args.overrides, "hparams_search": hs}),
     )
-    if args.worker:
+    if args.worker is not None:
         run_trials(args.overrides, base, study, parent, sweep_id)
         return
     from optuna.trial import TrialState
@@ -181,8 +183,8 @@ def main(argv: list[str]) -> None:
         study.tell(stale.number, state=TrialState.FAIL)
     start = time.time()
     if args.workers > 1:
-        cmd = [sys.executable, "-m", "labrun", "sweep", *args.overrides, "--worker"]
-        procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+        cmd = [sys.executable, "-m", "labrun", "sweep", *args.overrides]
+        procs = [subprocess.Popen([*cmd, f"--worker={i}"]) for i in range(args.workers)]
         codes = [p.wait() for p in procs]
         if any(codes):
             log.warning("worker exit codes: %s", codes)
