@@ -31,18 +31,22 @@ def multirun_tags() -> dict[str, str]:
 def open_run(cfg: DictConfig, task: str, tags: dict[str, str] | None = None) -> TrackedRun:
     """The task's run: named by config, tagged with the task, the config's tags and `tags`."""
     t = cfg.tracking
+    all_tags = {
+        "labrun.task": task,
+        **{str(k): str(v) for k, v in t.tags.items()},
+        **{f"labrun.tag.{tag}": "1" for tag in cfg.tags},
+        **multirun_tags(),
+        **(tags or {}),
+    }
+    name = t.run_name
+    if name and "labrun.trial" in all_tags:  # trials of one sweep often start in one second
+        name = f"{name}-t{all_tags['labrun.trial']}"
     return TrackedRun(
         uri=t.uri,
         experiment=t.experiment,
         artifact_root=t.artifact_root,
-        run_name=t.run_name,
-        tags={
-            "labrun.task": task,
-            **{str(k): str(v) for k, v in t.tags.items()},
-            **{f"labrun.tag.{tag}": "1" for tag in cfg.tags},
-            **multirun_tags(),
-            **(tags or {}),
-        },
+        run_name=name,
+        tags=all_tags,
         connect_timeout_s=t.connect_timeout_s,
     )
 
