@@ -107,6 +107,8 @@ def build_trainer(
     cfg: DictConfig, run_id: str | None, extra_callbacks: list | None = None
 ) -> L.Trainer:
     """Callbacks and loggers from their groups; the MLflow logger writes into run `run_id`."""
+    from hydra.utils import get_class
+
     from labrun.tracking.logger import RunLogger
 
     callbacks = [build(c) for c in (cfg.callbacks or {}).values() if c is not None]
@@ -115,7 +117,7 @@ def build_trainer(
     for conf in (cfg.logger or {}).values():
         if conf is None:
             continue
-        if conf.get("_target_") == f"{RunLogger.__module__}.{RunLogger.__name__}":
+        if issubclass(get_class(conf._target_), RunLogger):  # writes into labrun's run
             loggers.append(build(conf, run_id=run_id))
         else:
             loggers.append(build(conf))

@@ -238,12 +238,12 @@ def explain(exc: BaseException) -> str:
         return f"wrong type for '{key}': {first}" if key else first
     if "is not Optional" in full:
         return f"'{key}' cannot be null; give it a value"
-    if "Could not find" in full:  # an unknown group option: keep the list of valid ones
-        text = full.split("Config search path")[0]
-        return " ".join(ln.strip() for ln in text.splitlines() if ln.strip()).removeprefix(
-            "In 'train': "
-        )
-    return " ".join(ln.strip() for ln in full.splitlines() if ln.strip())
+    # Anything else (an unknown group option, a parse error) as one line, without Hydra's
+    # search-path listing.
+    text = full.split("Config search path")[0]
+    return " ".join(ln.strip() for ln in text.splitlines() if ln.strip()).removeprefix(
+        "In 'train': "
+    )
 
 
 def _field(text: str, marker: str) -> str | None:

@@ -17,10 +17,9 @@ from labrun.errors import DataError
 Row = tuple[int, str, str]  # (line number, label, text)
 
 
-def read_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path, raw: bytes, encoding: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line without its line end); a final empty line is skipped."""
-    data = path.read_bytes()
-    lines = data.split(b"\n")
+    lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     for number, raw in enumerate(lines, start=1):
@@ -38,9 +37,9 @@ def _malformed(path: Path, number: int, expected: str, line: str) -> DataError:
     return DataError(f"{path}:{number}: malformed line, expected {expected}, got {line[:60]!r}")
 
 
-def read_prefixed(path: Path, encoding: str) -> Iterator[Row]:
+def read_prefixed(path: Path, raw: bytes, encoding: str) -> Iterator[Row]:
     """`<label> <text>` per line (SST `stsa.*`)."""
-    for number, line in read_lines(path, encoding):
+    for number, line in read_lines(path, raw, encoding):
         if not line.strip():
             yield number, "", ""
             continue
@@ -50,9 +49,9 @@ def read_prefixed(path: Path, encoding: str) -> Iterator[Row]:
         yield number, label, text
 
 
-def read_tsv(path: Path, encoding: str) -> Iterator[Row]:
+def read_tsv(path: Path, raw: bytes, encoding: str) -> Iterator[Row]:
     """`<label>\\t<text>` per line, split on the first tab only (SMS Spam)."""
-    for number, line in read_lines(path, encoding):
+    for number, line in read_lines(path, raw, encoding):
         if not line.strip():
             yield number, "", ""
             continue
@@ -62,9 +61,9 @@ def read_tsv(path: Path, encoding: str) -> Iterator[Row]:
         yield number, label, text
 
 
-def read_trec(path: Path, encoding: str, fine: bool = False) -> Iterator[Row]:
+def read_trec(path: Path, raw: bytes, encoding: str, fine: bool = False) -> Iterator[Row]:
     """`COARSE:fine question` per line (TREC); the label is COARSE unless `fine`."""
-    for number, line in read_lines(path, encoding):
+    for number, line in read_lines(path, raw, encoding):
         if not line.strip():
             yield number, "", ""
             continue
@@ -76,15 +75,18 @@ def read_trec(path: Path, encoding: str, fine: bool = False) -> Iterator[Row]:
 
 
 def read_csv(
-    path: Path, encoding: str, label_column: int = 0, text_columns: tuple[int, ...] = (1,)
+    path: Path,
+    raw: bytes,
+    encoding: str,
+    label_column: int = 0,
+    text_columns: tuple[int, ...] = (1,),
 ) -> Iterator[Row]:
     """Quoted CSV without a header (AG News: class, title, description)."""
     need = max(label_column, *text_columns) + 1
-    text = path.read_bytes()
     try:
-        decoded = text.decode(encoding)
+        decoded = raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        line = text[: exc.start].count(b"\n") + 1
+        line = raw[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: cannot decode as {encoding}; set data.encoding") from None
     reader = csv.reader(io.StringIO(decoded, newline=""), strict=True)
     try:
@@ -101,11 +103,11 @@ def read_csv(
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
 
 
-def read_lines_as(label: str) -> Callable[[Path, str], Iterator[Row]]:
+def read_lines_as(label: str) -> Callable[[Path, bytes, str], Iterator[Row]]:
     """One sentence per line, the label given by the file (MR-style `.pos`/`.neg` files)."""
 
-    def read(path: Path, encoding: str) -> Iterator[Row]:
-        for number, line in read_lines(path, encoding):
+    def read(path: Path, raw: bytes, encoding: str) -> Iterator[Row]:
+        for number, line in read_lines(path, raw, encoding):
             yield number, label, line
 
     return read

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -11,7 +12,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from labrun.data.download import sha256_file
 from labrun.data.splits import SplitDataModule
 from labrun.errors import DataError
 
@@ -44,13 +44,13 @@ def _torchvision_class(dataset: str) -> Any:
     return {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[dataset]
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (MNIST's format), plain or gzipped, as a uint8 array."""
-    opener = gzip.open if path.suffix == ".gz" else open
+def read_idx(path: Path) -> tuple[np.ndarray, str]:
+    """An IDX file (MNIST's format), plain or gzipped, as a uint8 array, and the sha256 of the
+    file's bytes (read once for both)."""
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as exc:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read ({exc}); delete it to download it again") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
         raise DataError(f"{path}: not an IDX file of unsigned bytes (magic {data[:4].hex()})")
@@ -62,7 +62,8 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(
             f"{path}: {len(data) - offset} bytes of data, expected {expected} for {dims}"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+    array = np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+    return array, hashlib.sha256(raw).hexdigest()
 
 
 class AugmentedImages(Dataset):
@@ -165,8 +166,9 @@ class ImageDataModule(SplitDataModule):
                     f"missing data file {self.raw_dir / name}(.gz); point paths.data_dir (or "
                     "LABRUN_DATA_DIR) at a folder holding it"
                 )
-            self.fingerprint[str(path.relative_to(self.data_dir))] = sha256_file(path)
-            arrays.append(read_idx(path))
+            array, digest = read_idx(path)
+            self.fingerprint[str(path.relative_to(self.data_dir))] = digest
+            arrays.append(array)
         images, labels = arrays
         if len(images) != len(labels):
             raise DataError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import defaultdict
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from labrun.data.download import ensure_file, sha256_file
+from labrun.data.download import ensure_file
 from labrun.data.formats import READERS, Row, read_lines_as
 from labrun.data.preprocess import TextPreprocessor
 from labrun.data.splits import SplitDataModule
@@ -186,11 +187,13 @@ class TextClassificationData(SplitDataModule):
             src = self.sources.get(rel, {}) if self.download else {}
             ensure_file(self.data_dir / rel, src.get("url"), src.get("sha256"), src.get("member"))
 
-    def _path(self, rel: str) -> Path:
+    def _load(self, rel: str) -> tuple[Path, bytes]:
+        """A data file's bytes, read once: fingerprinted here, parsed by the reader."""
         path = self.data_dir / rel
         if not path.is_file():
             ensure_file(path)  # raises the one-line missing-file error
-        digest = sha256_file(path)
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
         self.fingerprint[rel] = digest
         expected = self.sources.get(rel, {}).get("sha256")
         if expected and expected != digest:
@@ -200,18 +203,18 @@ class TextClassificationData(SplitDataModule):
                 digest,
                 expected,
             )
-        return path
+        return path, raw
 
     def _read(self, rel: str, label: str | None = None) -> list[Row]:
-        path = self._path(rel)
+        path, raw = self._load(rel)
         if label is not None:
-            return list(read_lines_as(label)(path, self.encoding))
+            return list(read_lines_as(label)(path, raw, self.encoding))
         reader = READERS[self.format]
         if self.format == "trec":
-            return list(reader(path, self.encoding, fine=self.fine_labels))
+            return list(reader(path, raw, self.encoding, fine=self.fine_labels))
         if self.format == "csv":
-            return list(reader(path, self.encoding, self.label_column, self.text_columns))
-        return list(reader(path, self.encoding))
+            return list(reader(path, raw, self.encoding, self.label_column, self.text_columns))
+        return list(reader(path, raw, self.encoding))
 
     # -- splits --------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -43,14 +44,15 @@ def git_state(root: Path) -> dict[str, Any]:
     }
 
 
-def pip_freeze() -> list[str]:
+@functools.cache
+def pip_freeze() -> tuple[str, ...]:
     """Installed distributions as `name==version`, sorted; the same list `pip freeze` gives."""
     seen = {}
     for dist in distributions():
         name = dist.metadata["Name"]
         if name:
             seen[name.lower()] = f"{name}=={dist.version}"
-    return [seen[k] for k in sorted(seen)]
+    return tuple(seen[k] for k in sorted(seen))
 
 
 def data_digest(fingerprint: dict[str, str]) -> str:

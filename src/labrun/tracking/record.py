@@ -92,7 +92,7 @@ def record_results(
     model: Any,
     dm: Any,
     metrics: dict[str, float],
-    pipeline: Any = None,
+    exported: Any = None,
 ) -> None:
     """Final metrics, test plots, best and last checkpoints and the loadable model."""
     run.log_dict(metrics, "metrics/final.json")
@@ -123,19 +123,21 @@ def record_results(
                 target = tmp_path / f"{name}.ckpt"
                 target.symlink_to(Path(path).resolve())
                 run.log_file(target, "checkpoints")
-        if pipeline is not None and cfg.tracking.log_model:
-            log_model(run, pipeline, tmp_path / "model")
+        if exported is not None and cfg.tracking.log_model:
+            log_model(run, exported, tmp_path / "model")
 
 
-def log_model(run: TrackedRun, pipeline: Any, path: Path) -> None:
-    """The model users load back: `mlflow.pytorch.load_model("runs:/<id>/model")`."""
+def log_model(run: TrackedRun, model: Any, path: Path) -> None:
+    """The model users load back: `mlflow.pytorch.load_model("runs:/<id>/model")`.
+
+    Pickled, not `pt2`: that export needs tensor inputs and the text model takes strings, so
+    MLflow's warning about pickle is silenced.
+    """
     import logging
 
     import mlflow.pytorch
 
-    logging.getLogger("mlflow.pytorch").setLevel(
-        logging.ERROR
-    )  # pt2 export needs tensor inputs; this model takes strings
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
     requirements = [
         line
@@ -143,6 +145,6 @@ def log_model(run: TrackedRun, pipeline: Any, path: Path) -> None:
         if line.split("==")[0].lower() in {"torch", "labrun", "mlflow", "lightning"}
     ]
     mlflow.pytorch.save_model(
-        pipeline, str(path), pip_requirements=requirements, serialization_format="pickle"
+        model, str(path), pip_requirements=requirements, serialization_format="pickle"
     )
     run.log_dir(path, "model")

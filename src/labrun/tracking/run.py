@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 import traceback
 import urllib.error
 import urllib.request
@@ -48,6 +49,15 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)[:MAX_PARAM_LENGTH]
     return flat
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    """The id of experiment `name`, created with artifacts under `artifact_root/name` if new."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (Path(artifact_root) / name).resolve().as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -104,14 +114,7 @@ class TrackedRun:
         check_reachable(self.uri, self.connect_timeout_s)
         self.client = MlflowClient(tracking_uri=self.uri)
         try:
-            exp = self.client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                location = None
-                if self.artifact_root:
-                    location = (Path(self.artifact_root) / self.experiment).resolve().as_uri()
-                exp_id = self.client.create_experiment(self.experiment, artifact_location=location)
-            else:
-                exp_id = exp.experiment_id
+            exp_id = ensure_experiment(self.client, self.experiment, self.artifact_root)
             run = self.client.create_run(exp_id, run_name=self.run_name, tags=self.tags)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -190,8 +193,6 @@ class TrackedRun:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        import time
-
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):

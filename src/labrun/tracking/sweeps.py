@@ -12,7 +12,7 @@ from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
 from labrun.tracking.query import differing_params, rows, search_runs
-from labrun.tracking.run import check_reachable
+from labrun.tracking.run import check_reachable, ensure_experiment
 
 PARENT_FILE = "labrun_parent.json"
 
@@ -23,12 +23,7 @@ def open_parent(
     """The parent run of `sweep_id`: found again when a sweep resumes, else created."""
     check_reachable(uri, 10.0)
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        location = (Path(artifact_root) / experiment).resolve().as_uri() if artifact_root else None
-        exp_id = client.create_experiment(experiment, artifact_location=location)
-    else:
-        exp_id = exp.experiment_id
+    exp_id = ensure_experiment(client, experiment, artifact_root)
     found = client.search_runs(
         [exp_id], f"tags.`labrun.sweep_id` = '{sweep_id}' and tags.`labrun.role` = 'parent'"
     )
