@@ -14,13 +14,23 @@ commands:
   eval  [OVERRIDES]     test a trained model: run_id=<id> or ckpt_path=<file>
   sweep [OVERRIDES]     an Optuna search: hparams_search=NAME [--workers N]; rerun to resume
   compare [RUNS] ...    what differs between runs, and whether it is real (--help)
+  rerun RUN_ID [OVERRIDES]
+                        train a stored run again: drift report, then REPRODUCED or DIFFERS
+  resume RUN_ID         continue a killed or crashed run from its newest checkpoint
+  runs [--stale]        the runs in the store; --stale closes runs whose process is gone
 
 Overrides are Hydra's: experiment=sst2_lstm model.hidden_size=256 debug=fdr ...
 Hydra's own flags work too: labrun train --cfg job, labrun train --help, labrun train -m ...
 """
 
 TASKS = {"train": "labrun.train", "eval": "labrun.eval"}  # Hydra apps
-COMMANDS = {"sweep": "labrun.sweep", "compare": "labrun.compare"}  # plain argparse
+COMMANDS = {  # plain argparse
+    "sweep": "labrun.sweep",
+    "compare": "labrun.compare",
+    "rerun": "labrun.rerun",
+    "resume": "labrun.resume",
+    "runs": "labrun.runs",
+}
 HYDRA_FLAGS = {
     "--cfg",
     "-c",
@@ -102,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = args[0], args[1:]
     import importlib
 
-    if command in COMMANDS:
+    if command in COMMANDS:  # Hydra sets up logging for the tasks; these get the same format
+        logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+        log.setLevel(logging.INFO)
         importlib.import_module(COMMANDS[command]).run(rest)
         return
     if command not in TASKS:

@@ -8,7 +8,6 @@ import csv
 import html
 import io
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from labrun.errors import LabrunError
 from labrun.tracking.query import differing_params, get_runs, rows, run_label, search_runs
+from labrun.tracking.stored import default_uri
 from labrun.tracking.sweeps import markdown_table
 
 TEST_NOTE = (
@@ -53,15 +53,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="default: $MLFLOW_TRACKING_URI, else the project's runs/mlflow.db",
     )
     return p.parse_args(argv)
-
-
-def default_uri() -> str:
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-        return uri
-    from labrun.compose import project_root
-
-    run_dir = os.environ.get("LABRUN_RUN_DIR") or str(project_root() / "runs")
-    return f"sqlite:///{Path(run_dir).resolve()}/mlflow.db"
 
 
 def select(client: Any, args: argparse.Namespace) -> list[Any]:

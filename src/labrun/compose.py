@@ -104,9 +104,13 @@ def build(node: Any, **kwargs: Any) -> Any:
 
 
 def build_trainer(
-    cfg: DictConfig, run_id: str | None, extra_callbacks: list | None = None
+    cfg: DictConfig,
+    run_id: str | None,
+    extra_callbacks: list | None = None,
+    logged_through: dict[str, int] | None = None,
 ) -> L.Trainer:
-    """Callbacks and loggers from their groups; the MLflow logger writes into run `run_id`."""
+    """Callbacks and loggers from their groups; the MLflow logger writes into run `run_id`
+    (skipping steps up to `logged_through`, for a resumed run)."""
     from hydra.utils import get_class
 
     from labrun.tracking.logger import RunLogger
@@ -118,7 +122,7 @@ def build_trainer(
         if conf is None:
             continue
         if issubclass(get_class(conf._target_), RunLogger):  # writes into labrun's run
-            loggers.append(build(conf, run_id=run_id))
+            loggers.append(build(conf, run_id=run_id, logged_through=logged_through))
         else:
             loggers.append(build(conf))
     return build(cfg.trainer, callbacks=callbacks, logger=loggers or False)

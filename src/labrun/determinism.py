@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -28,3 +31,83 @@ def apply(seed: int, threads: int) -> None:
                 "inter-op threads stay %d (set once per process)", torch.get_num_interop_threads()
             )
     L.seed_everything(seed, workers=True, verbose=False)
+
+
+def batch_seed(seed: int, epoch: int, batch: int) -> int:
+    """A well-mixed 63-bit seed for one training batch (splitmix64 over the three numbers)."""
+    x = (seed * 1_000_003 + epoch) * 1_000_003 + batch
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (x ^ (x >> 31)) >> 1
+
+
+def rng_states() -> dict[str, Any]:
+    """Every RNG state, in types that torch's weights-only checkpoint loading accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ResumableState(L.Callback):
+    """Makes a resumed run train exactly like an uninterrupted one.
+
+    Every training batch reseeds python, numpy and torch from (seed, epoch, batch), so dropout
+    and noise never depend on what ran before: not on a crash, not on a validation pass, not on
+    how many processes share a machine. Each checkpoint also carries every RNG state and the
+    position in the data order; loading one restores the states and tells the datamodule where
+    the interrupted epoch stopped, so the resumed pass starts at the next batch.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.trainer: L.Trainer | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "labrun.ResumableState"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        s = batch_seed(self.seed, trainer.current_epoch, batch_idx)
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        torch.manual_seed(s)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        epoch = self.trainer.current_epoch
+        if done >= self.trainer.num_training_batches:  # an end-of-epoch checkpoint
+            epoch, done = epoch + 1, 0
+        return {"seed": self.seed, "epoch": epoch, "batch": done, "rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+        if not state_dict or not fitting:  # testing a checkpoint: nothing to resume
+            return
+        set_rng_states(state_dict["rng"])
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "resume_at"):
+            dm.resume_at(state_dict["epoch"], state_dict["batch"])
+        log.info("resuming at epoch %d, batch %d", state_dict["epoch"], state_dict["batch"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from labrun import determinism, schema
 from labrun.compose import build, build_trainer, config_dir, register_resolvers
@@ -29,34 +29,19 @@ schema.register_schemas()
 
 def fetch_run(cfg: DictConfig, run_id: str, into: Path) -> tuple[DictConfig, Path, str]:
     """The stored config, best checkpoint and experiment name of a finished run."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from labrun.tracking import stored as store
 
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise TrackingError(
-            f"no run '{run_id}' in the tracking store {cfg.tracking.uri}; "
-            "check the id (labrun runs lists them) or tracking.uri"
-        ) from None
+    client = store.client_for(cfg.tracking.uri)
+    run = store.get_run(client, run_id)
     experiment = client.get_experiment(run.info.experiment_id).name
-    config_path = Path(client.download_artifacts(run_id, "config/config.yaml", str(into)))
-    ckpt_path = None
+    config = store.stored_config(client, run_id, into, list(cfg.allowed_targets))
     for name in ("best.ckpt", "last.ckpt"):
-        try:
-            ckpt_path = Path(client.download_artifacts(run_id, f"checkpoints/{name}", str(into)))
-            break
-        except (MlflowException, OSError):
-            continue
-    if ckpt_path is None:
-        raise TrackingError(f"run '{run_id}' has no checkpoint artifact to evaluate")
-    stored = OmegaConf.load(config_path)
-    schema.check_targets(stored)
-    return stored, ckpt_path, experiment
+        if ckpt_path := store.download(client, run_id, f"checkpoints/{name}", into):
+            return config, ckpt_path, experiment
+    raise TrackingError(f"run '{run_id}' has no checkpoint artifact to evaluate")
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def evaluate(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, Any]:
     if not cfg.run_id and not cfg.ckpt_path:
         raise ConfigError("eval needs run_id=<MLflow run id> or ckpt_path=<checkpoint file>")
     determinism.apply(cfg.seed, cfg.threads)
@@ -74,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         if not ckpt_path.is_file():
             raise ConfigError(f"ckpt_path {ckpt_path} is not a file")
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        with open_run(cfg, "eval") as run:
+        with open_run(cfg, "eval", tags) as run:
             record_config(run, cfg)
             record_provenance(run, cfg)
             dm = build(cfg.data)
@@ -91,6 +76,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             metrics: dict[str, Any] = {k: float(v) for r in results for k, v in r.items()}
             record_results(run, cfg, {}, model, dm, metrics, None)
             log.info("eval metrics: %s", metrics)
+            metrics["run_id"] = run.run_id
             return metrics
 
 

@@ -54,6 +54,7 @@ class TaskConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tags: List[str] = field(default_factory=list)  # noqa: UP006
+    allowed_targets: List[str] = field(default_factory=list)  # noqa: UP006
     data: Any = None
     model: Any = None
     trainer: Any = None
@@ -92,19 +93,88 @@ def register_schemas() -> None:
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
-def check_targets(cfg: DictConfig, prefix: str = "") -> None:
-    """Check every `_target_` node below `cfg`: importable, known keys, right types."""
+# `_target_` names a callable that instantiate() will run: only these packages may be named.
+# A config read back from a tracking store is untrusted; `allowed_targets` adds packages.
+ALLOWED_TARGETS = ("labrun", "torch", "torchvision", "torchmetrics", "lightning")
+# Inside those packages, callables that load pickles, fetch code or compile it.
+DENIED_TARGETS = (
+    "torch.hub",
+    "torch.load",
+    "torch.jit.load",
+    "torch.package",
+    "torch.utils.cpp_extension",
+    "torch.serialization",
+    "lightning.pytorch.cli",
+    "lightning.fabric.cli",
+    "labrun.cli",
+)
+
+
+def _within(target: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    return any(target == p or target.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
+def check_allowed(target: str, where: str, allowed: tuple[str, ...] | list[str] = ()) -> None:
+    """Refuse a `_target_` outside the allowlist, before anything is imported."""
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"'{where}._target_' must be a dotted name, got {target!r}")
+    extra = [a for a in allowed if a]
+    if _within(target, DENIED_TARGETS) and not _within(target, [a for a in extra if "." in a]):
+        raise ConfigError(
+            f"'{where}._target_: {target}' is refused: it can load or run arbitrary code"
+        )
+    if not _within(target, (*ALLOWED_TARGETS, *extra)):
+        raise ConfigError(
+            f"'{where}._target_: {target}' is outside the allowed packages "
+            f"({', '.join((*ALLOWED_TARGETS, *extra))}); if you trust it, add its package to "
+            "allowed_targets (e.g. allowed_targets=[mypkg])"
+        )
+
+
+def check_targets(
+    cfg: DictConfig, prefix: str = "", allowed: tuple[str, ...] | list[str] | None = None
+) -> None:
+    """Check every `_target_` node below `cfg`: allowed, importable, known keys, right types.
+
+    `allowed` adds packages to the allowlist; by default the config's own `allowed_targets`.
+    """
+    if allowed is None:
+        allowed = list(cfg.get("allowed_targets") or []) if isinstance(cfg, DictConfig) else []
     if isinstance(cfg, DictConfig):
         if "_target_" in cfg:
-            _check_node(cfg, prefix)
+            _check_node(cfg, prefix, allowed)
         for key in cfg:
             child = _get(cfg, key)
             if isinstance(child, (DictConfig, ListConfig)):
-                check_targets(child, f"{prefix}{key}.")
+                check_targets(child, f"{prefix}{key}.", allowed)
     elif isinstance(cfg, ListConfig):
         for i, child in enumerate(cfg):
             if isinstance(child, (DictConfig, ListConfig)):
-                check_targets(child, f"{prefix}{i}.")
+                check_targets(child, f"{prefix}{i}.", allowed)
+
+
+def check_untrusted(cfg: DictConfig, allowed: tuple[str, ...] | list[str], source: str) -> None:
+    """Check a config read from `source` (a tracking store) before anything is built from it.
+
+    The stored `allowed_targets` is ignored (the stored text could allow anything): `allowed`
+    comes from the user's own config. Stored configs are resolved, so an interpolation in one
+    (`${oc.env:AWS_SECRET}`) is refused rather than evaluated.
+    """
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
+        if isinstance(value, str) and "${" in value:
+            raise ConfigError(
+                f"the config stored in {source} has an interpolation at '{key}' ({value!r}); "
+                "stored configs are resolved, so this one was edited: refusing to evaluate it"
+            )
+    check_targets(cfg, allowed=list(allowed))
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        return [kv for k, v in tree.items() for kv in _leaves(v, f"{prefix}{k}.")]
+    if isinstance(tree, list):
+        return [kv for i, v in enumerate(tree) for kv in _leaves(v, f"{prefix}{i}.")]
+    return [(prefix.rstrip("."), tree)]
 
 
 def _get(cfg: DictConfig, key: Any) -> Any:
@@ -115,9 +185,10 @@ def _get(cfg: DictConfig, key: Any) -> Any:
         return None
 
 
-def _check_node(node: DictConfig, prefix: str) -> None:
+def _check_node(node: DictConfig, prefix: str, allowed: tuple[str, ...] | list[str]) -> None:
     target = node["_target_"]
     where = prefix.rstrip(".") or "<root>"
+    check_allowed(target, where, allowed)
     obj = _import(target, where)
     params, accepts_any = _parameters(obj)
     for key in node:

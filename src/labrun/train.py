@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -18,22 +20,36 @@ from labrun.tracking.record import (
     record_data,
     record_provenance,
     record_results,
+    record_resume,
 )
 
 log = logging.getLogger(__name__)
+# Testing uses the first ModelCheckpoint (the ranked one); the second only serves `resume`.
+warnings.filterwarnings("ignore", message=r".*multiple `ModelCheckpoint` callbacks.*")
 register_resolvers()
 schema.register_schemas()
 
 
 def train(
-    cfg: DictConfig, callbacks: list[Any] | None = None, tags: dict[str, str] | None = None
+    cfg: DictConfig,
+    callbacks: list[Any] | None = None,
+    tags: dict[str, str] | None = None,
+    resume_run_id: str | None = None,
 ) -> dict[str, float]:
-    """One run: `callbacks` join the config's (a sweep's pruner), `tags` mark it (a trial)."""
+    """One run: `callbacks` join the config's (a sweep's pruner), `tags` mark it (a trial).
+
+    With `resume_run_id`, training continues from `cfg.ckpt_path` inside that run: its config is
+    already recorded, metrics go on from the last stored step, and this process's provenance is
+    added beside the original's.
+    """
     schema.check_targets(cfg)
     determinism.apply(cfg.seed, cfg.threads)
-    with open_run(cfg, "train", tags) as run:
-        record_config(run, cfg)
-        record_provenance(run, cfg)
+    with open_run(cfg, "train", tags, resume_run_id) as run:
+        if resume_run_id:
+            record_resume(run, cfg)
+        else:
+            record_config(run, cfg)
+            record_provenance(run, cfg)
         dm = build(cfg.data)
         dm.prepare_data()
         dm.setup("fit")
@@ -42,14 +58,15 @@ def train(
         model = build(cfg.model, **dm.model_kwargs())
         if hasattr(model, "prepare"):  # e.g. the GAN's feature space for FID, before any RNG use
             run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
-        trainer = build_trainer(cfg, run.run_id, [run.stop_callback(), *(callbacks or [])])
+        extra = [run.stop_callback(), determinism.ResumableState(cfg.seed), *(callbacks or [])]
+        trainer = build_trainer(cfg, run.run_id, extra, run.logged_through)
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         ckpt = trainer.checkpoint_callback  # read now: testing restores its state from `best`
         checkpoints = {"best": ckpt.best_model_path, "last": ckpt.last_model_path} if ckpt else {}
         run.raise_if_signalled()  # a signal during the last epoch: no test, no model
         if cfg.test:
-            best = "best" if checkpoints.get("best") else None
+            best = "best" if Path(checkpoints.get("best") or "").is_file() else None
             for result in trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False):
                 metrics.update({k: float(v) for k, v in result.items()})
         if not any(isinstance(lg, RunLogger) for lg in trainer.loggers):  # else streamed already

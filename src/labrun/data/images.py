@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from labrun.data.splits import SplitDataModule
+from labrun.data.splits import ShuffledBatchSampler, SplitDataModule
 from labrun.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -67,20 +67,34 @@ def read_idx(path: Path) -> tuple[np.ndarray, str]:
 
 
 class AugmentedImages(Dataset):
-    """uint8 images, augmented per sample (torchvision.transforms.v2), then normalised."""
+    """uint8 images, augmented per sample (torchvision.transforms.v2), then normalised.
+
+    Keys are `(index, seed)` from `ShuffledBatchSampler`: each sample's augmentation draws from
+    its own seed, so it depends on (seed, epoch, index) only and a resumed run repeats it.
+    """
 
     def __init__(
         self, images: torch.Tensor, labels: torch.Tensor, augment: Any, mean: float, std: float
     ) -> None:
-        self.images, self.labels, self.augment = images, labels, augment
+        self.labels, self.augment = labels, augment
         self.mean, self.std = mean, std
+        # Without augmentation, normalise once rather than per sample and epoch.
+        self.images = images if augment is not None else self._normalise(images)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255 - self.mean) / self.std
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.augment(self.images[i])
-        return (x.float() / 255 - self.mean) / self.std, self.labels[i]
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, seed = key if isinstance(key, tuple) else (key, key)
+        if self.augment is None:
+            return self.images[i], self.labels[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            x = self.augment(self.images[i])
+        return self._normalise(x), self.labels[i]
 
 
 class ImageDataModule(SplitDataModule):
@@ -220,21 +234,19 @@ class ImageDataModule(SplitDataModule):
         x, y = self.tensors[split]
         return (x.float() / 255 - self.mean) / self.std, y
 
-    def _dataset(self, split: str) -> Dataset:
-        if split == "train" and self.augment:
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
+        if not shuffle:
+            dataset = TensorDataset(*self.normalized(split))
+            return DataLoader(dataset, batch_size=self.batch_size, **workers)
+        x, y = self.tensors[split]
+        augment = None
+        if self.augment:
             from torchvision.transforms import v2
 
-            x, y = self.tensors[split]
-            return AugmentedImages(x, y, v2.Compose(self.augment), self.mean, self.std)
-        return TensorDataset(*self.normalized(split))
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.shuffle_seed) if shuffle else None
+            augment = v2.Compose(self.augment)
         return DataLoader(
-            self._dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            AugmentedImages(x, y, augment, self.mean, self.std),
+            batch_sampler=ShuffledBatchSampler(len(x), self.batch_size, self.shuffle_seed),
+            **workers,
         )

@@ -6,17 +6,16 @@ import hashlib
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from labrun.data.download import ensure_file
 from labrun.data.formats import READERS, Row, read_lines_as
 from labrun.data.preprocess import TextPreprocessor
-from labrun.data.splits import SplitDataModule
+from labrun.data.splits import EpochBatchSampler, SplitDataModule
 from labrun.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -43,12 +42,12 @@ def pad_batch(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Ten
     return ids, lengths, torch.stack(labels)
 
 
-class BucketBatchSampler(Sampler[list[int]]):
+class BucketBatchSampler(EpochBatchSampler):
     """Batches of similar length, so padding stays small; order seeded by (seed, epoch).
 
     Indices are shuffled, cut into pools of `pool_batches` batches, sorted by length inside each
-    pool and batched; the batches are then shuffled. The epoch comes from `set_epoch`, which
-    Lightning calls, so a resumed run sees the same order as an uninterrupted one.
+    pool and batched; the batches are then shuffled. Without `shuffle`, batches go in length
+    order (val and test).
     """
 
     def __init__(
@@ -59,22 +58,17 @@ class BucketBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         pool_batches: int = 50,
     ) -> None:
+        super().__init__(seed, shuffle)
         self.lengths = lengths
         self.batch_size = batch_size
-        self.seed = seed
-        self.shuffle = shuffle
         self.pool = batch_size * pool_batches
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
+    def batches(self, epoch: int) -> list[list[int]]:
         n = len(self.lengths)
         if not self.shuffle:
             order = sorted(range(n), key=lambda i: (self.lengths[i], i))
             return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        g = self.generator(epoch)
         perm = torch.randperm(n, generator=g).tolist()
         batches = []
         for start in range(0, n, self.pool):
@@ -82,9 +76,6 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         order = torch.randperm(len(batches), generator=g).tolist()
         return [batches[i] for i in order]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size

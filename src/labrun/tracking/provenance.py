@@ -60,10 +60,24 @@ def data_digest(fingerprint: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
 
 
-def collect(root: Path, seed: int, threads: int) -> dict[str, Any]:
-    device = "cpu"
+def cpu_model() -> str:
+    """The CPU's model name: two CPUs may pick different kernels and change the last bits."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device() -> str:
     if torch.cuda.is_available():
-        device = f"cuda:{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+        return f"cuda:{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return "cpu"
+
+
+def collect(root: Path, seed: int, threads: int) -> dict[str, Any]:
     return {
         "git": git_state(root),
         "seed": seed,
@@ -72,7 +86,9 @@ def collect(root: Path, seed: int, threads: int) -> dict[str, Any]:
             "inter_op": torch.get_num_interop_threads(),
             "configured": threads,
         },
-        "device": device,
+        "device": device(),
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
         "hostname": socket.gethostname(),
         "command": shlex.join(sys.argv),
         "labrun_version": labrun.__version__,

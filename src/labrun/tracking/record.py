@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from labrun.tracking import provenance
 from labrun.tracking.artifacts import confusion_png, coverage_png, roc_png
 from labrun.tracking.run import TrackedRun, flatten
+from labrun.tracking.secrets import redact, scrub_text
 
 
 def multirun_tags() -> dict[str, str]:
@@ -28,8 +29,11 @@ def multirun_tags() -> dict[str, str]:
     return child_tags(info["run_id"], info["sweep_id"], HydraConfig.get().job.num)
 
 
-def open_run(cfg: DictConfig, task: str, tags: dict[str, str] | None = None) -> TrackedRun:
-    """The task's run: named by config, tagged with the task, the config's tags and `tags`."""
+def open_run(
+    cfg: DictConfig, task: str, tags: dict[str, str] | None = None, resume_run_id: str | None = None
+) -> TrackedRun:
+    """The task's run: named by config, tagged with the task, the config's tags and `tags`;
+    with `resume_run_id`, that existing run reopened."""
     t = cfg.tracking
     all_tags = {
         "labrun.task": task,
@@ -48,19 +52,24 @@ def open_run(cfg: DictConfig, task: str, tags: dict[str, str] | None = None) -> 
         run_name=name,
         tags=all_tags,
         connect_timeout_s=t.connect_timeout_s,
+        resume_run_id=resume_run_id,
     )
 
 
 def record_config(run: TrackedRun, cfg: DictConfig) -> None:
-    """Flattened params for search; the resolved config and Hydra's files as artifacts."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    """Flattened params for search; the resolved config and Hydra's files as artifacts, all
+    with secrets redacted."""
+    resolved = redact(OmegaConf.to_container(cfg, resolve=True))
     run.log_params(flatten(resolved))
     run.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
     if HydraConfig.initialized():
         hydra_dir = Path(cfg.paths.output_dir) / ".hydra"
         for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
             if (hydra_dir / name).is_file():
-                run.log_file(hydra_dir / name, "config/hydra")
+                text = (hydra_dir / name).read_text(encoding="utf-8")
+                if name == "config.yaml":  # the same tree as config/config.yaml, unresolved
+                    text = OmegaConf.to_yaml(redact(OmegaConf.to_container(OmegaConf.create(text))))
+                run.log_text(text, f"config/hydra/{name}")
         overrides = list(HydraConfig.get().overrides.task)
         choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)
     else:
@@ -71,9 +80,22 @@ def record_config(run: TrackedRun, cfg: DictConfig) -> None:
 def record_provenance(run: TrackedRun, cfg: DictConfig) -> None:
     prov = provenance.collect(Path(cfg.paths.root_dir), cfg.seed, cfg.threads)
     run.set_tags(provenance.tags(prov))
-    run.log_text(prov["git"].pop("diff") or "", "provenance/git.diff")
+    diff = prov["git"].pop("diff") or ""
+    prov["git"]["diff_redacted"] = scrub_text(diff, assignments=False) != diff
+    run.log_text(diff, "provenance/git.diff", code=True)
     run.log_text("\n".join(prov.pop("packages")) + "\n", "provenance/requirements.txt")
     run.log_dict(prov, "provenance/provenance.json")
+
+
+def record_resume(run: TrackedRun, cfg: DictConfig) -> None:
+    """A resumed run keeps its config; this process's provenance goes beside the original's."""
+    count = int(run.client.get_run(run.run_id).data.tags.get("labrun.resumes", "0")) + 1
+    prov = provenance.collect(Path(cfg.paths.root_dir), cfg.seed, cfg.threads)
+    prov["git"].pop("diff")
+    prov.pop("packages")
+    prov["checkpoint"] = cfg.ckpt_path
+    run.log_dict(prov, f"provenance/resume_{count}.json")
+    run.set_tags({"labrun.resumes": count, "labrun.resumed_from": cfg.ckpt_path})
 
 
 def record_data(run: TrackedRun, dm: Any) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
+import threading
 import time
 import traceback
 import urllib.error
@@ -18,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from labrun.errors import TrackingError
+from labrun.tracking.secrets import REDACTED, is_secret_key, redact, scrub_text
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit; the full config is an artifact anyway
@@ -60,6 +64,56 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     return client.create_experiment(name, artifact_location=location)
 
 
+def last_steps(client: MlflowClient, run: Any) -> dict[str, int]:
+    """The last stored step of every metric of a run."""
+    return {
+        key: max(m.step for m in client.get_metric_history(run.info.run_id, key))
+        for key in run.data.metrics
+    }
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot), so a reused pid is not mistaken
+    for the process that opened a run; None where /proc does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_tags() -> dict[str, str]:
+    """Which process holds the run: `labrun runs --stale` checks it is still alive."""
+    pid = os.getpid()
+    return {
+        "labrun.hostname": socket.gethostname(),
+        "labrun.pid": str(pid),
+        "labrun.pid_start": process_start(pid) or "",
+        "labrun.heartbeat": str(int(time.time())),
+    }
+
+
+class Heartbeat(threading.Thread):
+    """Stamps `labrun.heartbeat` on the run every `interval_s` while it is open, so that a run
+    whose machine died can be told from one that is busy (a long epoch, a feature net)."""
+
+    def __init__(self, client: MlflowClient, run_id: str, interval_s: float = 60.0) -> None:
+        super().__init__(name=f"labrun-heartbeat-{run_id[:8]}", daemon=True)
+        self.client, self.run_id, self.interval_s = client, run_id, interval_s
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            try:
+                self.client.set_tag(self.run_id, "labrun.heartbeat", str(int(time.time())))
+            except Exception as exc:  # a busy store skips one beat; the run goes on
+                log.debug("heartbeat skipped: %s", exc)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM, raised at a safe point so that Lightning shuts down cleanly."""
 
@@ -98,8 +152,12 @@ class TrackedRun:
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
         connect_timeout_s: float = 10.0,
+        resume_run_id: str | None = None,
     ) -> None:
         self.uri = uri
+        self.resume_run_id = resume_run_id
+        self.logged_through: dict[str, int] = {}  # metric -> last step stored (a resumed run)
+        self._heartbeat: Heartbeat | None = None
         self.experiment = experiment
         self.artifact_root = artifact_root
         self.run_name = run_name
@@ -113,16 +171,26 @@ class TrackedRun:
     def __enter__(self) -> TrackedRun:
         check_reachable(self.uri, self.connect_timeout_s)
         self.client = MlflowClient(tracking_uri=self.uri)
+        tags = {k: scrub_text(str(v)) for k, v in {**self.tags, **process_tags()}.items()}
         try:
-            exp_id = ensure_experiment(self.client, self.experiment, self.artifact_root)
-            run = self.client.create_run(exp_id, run_name=self.run_name, tags=self.tags)
+            if self.resume_run_id:
+                run = self.client.get_run(self.resume_run_id)
+                self.client.update_run(run.info.run_id, status="RUNNING")
+                self.set_tags_on(run.info.run_id, tags)
+                self.logged_through = last_steps(self.client, run)
+            else:
+                exp_id = ensure_experiment(self.client, self.experiment, self.artifact_root)
+                run = self.client.create_run(exp_id, run_name=self.run_name, tags=tags)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            verb = "reopen run " + self.resume_run_id if self.resume_run_id else "create a run"
             raise TrackingError(
-                f"cannot create a run in the tracking store {self.uri} ({first})"
+                f"cannot {verb} in the tracking store {self.uri} ({first})"
             ) from None
         self.run_id = run.info.run_id
         self.run_name = run.info.run_name
+        self._heartbeat = Heartbeat(self.client, self.run_id)
+        self._heartbeat.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
         log.info(
@@ -156,6 +224,8 @@ class TrackedRun:
     ) -> None:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if exc is None or (
             isinstance(exc, SystemExit) and not exc.code and self.signal_received is None
         ):
@@ -167,11 +237,9 @@ class TrackedRun:
         try:
             if status == "FAILED" and exc is not None:
                 text = "".join(traceback.format_exception(exc_type, exc, tb))
-                self.client.log_text(self.run_id, text, "traceback.txt")
+                self.log_text(text, "traceback.txt")
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                self.client.set_tag(
-                    self.run_id, "labrun.error", f"{type(exc).__name__}: {first}"[:5000]
-                )
+                self.set_tags({"labrun.error": f"{type(exc).__name__}: {first}"[:5000]})
             if status == "KILLED":
                 self.client.set_tag(
                     self.run_id, "labrun.signal", str(self.signal_received or signal.SIGINT)
@@ -182,19 +250,31 @@ class TrackedRun:
         if status == "KILLED" and self.signal_received is not None:
             raise SystemExit(128 + self.signal_received)  # the shell's convention: 143 for SIGTERM
 
-    # -- recording ------------------------------------------------------------------------
+    # -- recording: every text that reaches the store passes `secrets` first ---------------
 
     def log_params(self, params: Mapping[str, str]) -> None:
-        items = [Param(k, v) for k, v in params.items()]
+        items = [
+            Param(k, REDACTED if is_secret_key(k.split(".")[-1]) else scrub_text(v))
+            for k, v in params.items()
+        ]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.set_tags_on(self.run_id, tags)
+
+    def set_tags_on(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, scrub_text(str(v))) for k, v in tags.items()]
+        self.client.log_batch(run_id, tags=items)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log at `step`; a resumed run skips steps it had stored before it stopped."""
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        items = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if step > self.logged_through.get(k, -1)
+        ]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
@@ -204,11 +284,12 @@ class TrackedRun:
     def log_dir(self, path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(path), artifact_dir)
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+    def log_text(self, text: str, artifact_file: str, code: bool = False) -> None:
+        """`code`: source text, whose `key = value` lines are kept (see `scrub_text`)."""
+        self.client.log_text(self.run_id, scrub_text(text, assignments=not code), artifact_file)
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, data, artifact_file)
+        self.client.log_dict(self.run_id, redact(data), artifact_file)
 
     def log_files(self, paths: Iterable[Path], artifact_dir: str) -> None:
         for path in paths:

@@ -1,0 +1,100 @@
+"""`labrun runs`: the runs in a store, newest first; `--stale` finds and closes dead ones."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from typing import Any
+
+from labrun.errors import LabrunError
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    from labrun.tracking.stale import STALE_AFTER_S
+
+    p = argparse.ArgumentParser(prog="labrun runs", description=__doc__)
+    p.add_argument("--experiment", action="append", default=[], help="experiment name(s)")
+    p.add_argument("--status", choices=["RUNNING", "FINISHED", "FAILED", "KILLED"])
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many runs (default 20)")
+    p.add_argument(
+        "--stale",
+        action="store_true",
+        help="RUNNING runs whose process is gone, marked FAILED (resume them with labrun resume)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="with --stale: list, mark nothing")
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=STALE_AFTER_S / 60,
+        help="minutes without a heartbeat before a run on another host counts as stale",
+    )
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else runs/mlflow.db")
+    return p.parse_args(argv)
+
+
+def _when(ms: int | None) -> str:
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M") if ms else ""
+
+
+def runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from labrun.tracking import stored
+    from labrun.tracking.query import search_runs
+    from labrun.tracking.stale import mark_stale, stale_reason
+
+    client = stored.client_for(args.tracking_uri)
+    status = "RUNNING" if args.stale else args.status
+    found = search_runs(
+        client,
+        args.experiment,
+        filter_string=f"attributes.status = '{status}'" if status else "",
+        include_parents=True,
+    )
+    found.reverse()  # newest first
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    rows = []
+    for run in found:
+        reason = stale_reason(run, args.stale_after * 60) if args.stale else None
+        if args.stale and reason is None:
+            continue
+        if reason and not args.dry_run:
+            mark_stale(client, run, reason)
+        tags = run.data.tags
+        marked = reason and not args.dry_run
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "name": run.info.run_name,
+                "experiment": names.get(run.info.experiment_id, run.info.experiment_id),
+                "status": "FAILED (was RUNNING)" if marked else run.info.status,
+                "started": _when(run.info.start_time),
+                "task": tags.get("labrun.task", ""),
+                "note": reason
+                or tags.get("labrun.verdict", "")
+                or tags.get("labrun.error", "")[:60],
+            }
+        )
+    return rows[: args.limit] if not args.stale else rows
+
+
+def run(argv: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    args = parse(argv)
+    try:
+        rows = runs(args)
+    except LabrunError as exc:
+        print(f"labrun: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    console = Console()
+    if args.stale and not rows:
+        console.print("no stale runs")
+        return
+    title = "stale runs" + (" (not marked: --dry-run)" if args.dry_run else ", marked FAILED")
+    table = Table(title=title if args.stale else "runs, newest first")
+    for col in ("run_id", "name", "experiment", "status", "started", "task", "note"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    console.print(table)
