@@ -218,3 +218,37 @@ def test_download_failure_is_one_clear_error(http_server, tmp_path: Path) -> Non
     _, url = http_server
     with pytest.raises(DataError, match=r"missing data file .* download from .* failed"):
         ensure_file(tmp_path / "x.txt", f"{url}/does-not-exist", None)
+
+
+@pytest.mark.parametrize("kind", ["text", "images"])
+def test_lightning_sets_the_epoch_of_the_training_order(kind: str) -> None:
+    """Lightning calls `set_epoch` on `loader.sampler` or `loader.batch_sampler.sampler` only:
+    the order must change with the epoch through that call, and restart part-way through."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from labrun.data import ImageDataModule
+
+    if kind == "text":
+        dm = TextClassificationData(
+            str(DATA_DIR),
+            "trec",
+            files={"train": "text/trec/train_5500.label"},
+            encoding="latin-1",
+            batch_size=32,
+        )
+    else:
+        dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=256)
+    dm.setup("fit")
+
+    def order(epoch: int, start: tuple[int, int] | None = None) -> list:
+        if start:
+            dm.resume_at(*start)
+        loader = dm.train_dataloader()
+        _set_sampler_epoch(loader, epoch)
+        return [str(b) for b in loader.batch_sampler]
+
+    zero, one = order(0), order(1)
+    assert zero != one
+    assert order(1) == one  # seeded by (seed, epoch): the same again
+    assert order(0, start=(1, 5)) == one[5:]  # a resumed run: epoch 1 from its 6th batch
+    assert order(2) == order(2)

@@ -72,11 +72,16 @@ class ResumableState(L.Callback):
     how many processes share a machine. Each checkpoint also carries every RNG state and the
     position in the data order; loading one restores the states and tells the datamodule where
     the interrupted epoch stopped, so the resumed pass starts at the next batch.
+
+    A checkpoint written at the end of a batch precedes Lightning's logging of that batch's
+    step metrics; they travel in the checkpoint and are logged on resume (the logger drops
+    them if the killed process had stored them), so no logged step goes missing.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.trainer: L.Trainer | None = None
+        self._pending: dict[str, Any] = {}
 
     @property
     def state_key(self) -> str:
@@ -100,13 +105,45 @@ class ResumableState(L.Callback):
         epoch = self.trainer.current_epoch
         if done >= self.trainer.num_training_batches:  # an end-of-epoch checkpoint
             epoch, done = epoch + 1, 0
-        return {"seed": self.seed, "epoch": epoch, "batch": done, "rng": rng_states()}
+        return {
+            "seed": self.seed,
+            "epoch": epoch,
+            "batch": done,
+            "rng": rng_states(),
+            "step_metrics": self._unlogged_step_metrics(),
+        }
+
+    def _unlogged_step_metrics(self) -> dict[str, Any]:
+        """The step metrics Lightning logs right after `on_train_batch_end` (where the
+        checkpoint is written); empty anywhere else."""
+        trainer = self.trainer
+        assert trainer is not None
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        connector = trainer._logger_connector
+        if not trainer.training or progress.processed != progress.completed + 1:
+            return {}
+        if connector._first_loop_iter is None or not connector.should_update_logs:
+            return {}
+        from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
+
+        metrics = convert_tensors_to_scalars(dict(connector.metrics["log"]))
+        if not metrics:
+            return {}
+        metrics.setdefault("epoch", trainer.current_epoch)
+        return {"step": trainer.fit_loop.epoch_loop._batches_that_stepped, "metrics": metrics}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending:
+            for logger in trainer.loggers:
+                logger.log_metrics(self._pending["metrics"], step=self._pending["step"])
+            self._pending = {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         fitting = self.trainer is not None and self.trainer.state.fn == "fit"
         if not state_dict or not fitting:  # testing a checkpoint: nothing to resume
             return
         set_rng_states(state_dict["rng"])
+        self._pending = state_dict.get("step_metrics") or {}
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "resume_at"):
             dm.resume_at(state_dict["epoch"], state_dict["batch"])

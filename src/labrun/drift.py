@@ -20,6 +20,9 @@ from labrun.tracking.run import flatten
 from labrun.tracking.secrets import scrub_text
 
 KINDS = ("code", "packages", "data", "config", "hardware")
+# Untracked files that can change what runs; logs, plots and notes cannot.
+CODE_SUFFIXES = {".py", ".pyx", ".pyi", ".so", ".c", ".cpp", ".cu", ".h", ".yaml", ".yml"}
+CODE_SUFFIXES |= {".toml", ".cfg", ".ini", ".json", ".sh"}
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Drift:
 
 
 def code(recorded: dict[str, Any], recorded_diff: str, root: Path) -> list[Drift]:
-    """Commit, uncommitted changes and untracked files of the project at `root`."""
+    """Commit, uncommitted changes and untracked code files of the project at `root`."""
     now = provenance.git_state(root)
     found = []
     if recorded.get("commit") != now["commit"]:
@@ -45,7 +48,10 @@ def code(recorded: dict[str, Any], recorded_diff: str, root: Path) -> list[Drift
                 f"{len(now['diff'] or '')} bytes of diff",
             )
         )
-    before, after = set(recorded.get("untracked") or []), set(now["untracked"])
+    before, after = (
+        {f for f in files if Path(f).suffix in CODE_SUFFIXES}
+        for files in (recorded.get("untracked") or [], now["untracked"])
+    )
     if before != after:
         found.append(
             Drift(

@@ -55,6 +55,7 @@ def evaluate(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, A
                 cfg.data.data_dir = cfg.paths.data_dir  # the data may live elsewhere now
                 cfg.tracking.experiment = experiment
                 cfg.tracking.tags = {**cfg.tracking.tags, "labrun.source_run": cfg.run_id}
+            schema.check_targets(cfg, allowed=list(cfg.allowed_targets))
         assert ckpt_path is not None
         if not ckpt_path.is_file():
             raise ConfigError(f"ckpt_path {ckpt_path} is not a file")

@@ -429,6 +429,13 @@ def rerun(args: argparse.Namespace) -> dict[str, Any]:
             cfg.tracking.experiment = recorded.experiment
             cfg.tracking.run_name = f"{recorded.name}-{'variant' if variant else 'rerun'}"
             cfg.allowed_targets = list(args.allow_target)
+        for d in report.items:  # keys removed since (allowed drift): today's code rejects them
+            if d.kind == "config" and d.now == "absent" and d.recorded == "present":
+                parent, _, leaf = d.what.rpartition(".")
+                node = OmegaConf.select(cfg, parent) if parent else cfg
+                if isinstance(node, DictConfig) and leaf in node:
+                    with open_dict(node):
+                        del node[leaf]
         cfg = apply_overrides(cfg, args.overrides, recorded)
         new_id = run_here(cfg, recorded.task, tags)
     client.log_dict(new_id, report.as_dict(), "rerun/drift.json")

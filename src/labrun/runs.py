@@ -93,7 +93,8 @@ def run(argv: list[str]) -> None:
         return
     title = "stale runs" + (" (not marked: --dry-run)" if args.dry_run else ", marked FAILED")
     table = Table(title=title if args.stale else "runs, newest first")
-    for col in ("run_id", "name", "experiment", "status", "started", "task", "note"):
+    table.add_column("run_id", no_wrap=True, min_width=32)  # whole, to copy into a command
+    for col in ("name", "experiment", "status", "started", "task", "note"):
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])

@@ -156,9 +156,10 @@ def check_targets(
 def check_untrusted(cfg: DictConfig, allowed: tuple[str, ...] | list[str], source: str) -> None:
     """Check a config read from `source` (a tracking store) before anything is built from it.
 
-    The stored `allowed_targets` is ignored (the stored text could allow anything): `allowed`
-    comes from the user's own config. Stored configs are resolved, so an interpolation in one
-    (`${oc.env:AWS_SECRET}`) is refused rather than evaluated.
+    Every `_target_` must be inside the allowlist; nothing is imported here. The stored
+    `allowed_targets` is ignored (the stored text could allow anything): `allowed` comes from
+    the user. Stored configs are resolved, so an interpolation in one (`${oc.env:AWS_SECRET}`)
+    is refused rather than evaluated. Keys and types are checked later, by `check_targets`.
     """
     for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
         if isinstance(value, str) and "${" in value:
@@ -166,7 +167,8 @@ def check_untrusted(cfg: DictConfig, allowed: tuple[str, ...] | list[str], sourc
                 f"the config stored in {source} has an interpolation at '{key}' ({value!r}); "
                 "stored configs are resolved, so this one was edited: refusing to evaluate it"
             )
-    check_targets(cfg, allowed=list(allowed))
+        if key == "_target_" or key.endswith("._target_"):
+            check_allowed(value, key.removesuffix("._target_").removesuffix("_target_"), allowed)
 
 
 def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -34,7 +34,7 @@ def git_state(root: Path) -> dict[str, Any]:
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None, "diff": "", "untracked": []}
-    status = _git(root, "status", "--porcelain") or ""
+    status = _git(root, "status", "--porcelain", "--untracked-files=all") or ""
     untracked = [line[3:] for line in status.splitlines() if line.startswith("??")]
     return {
         "commit": commit.strip(),

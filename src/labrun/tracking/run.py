@@ -64,6 +64,11 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     return client.create_experiment(name, artifact_location=location)
 
 
+def safe_value(key: str, value: Any) -> str:
+    """A param or tag value as stored: redacted under a secret's key, scrubbed otherwise."""
+    return REDACTED if is_secret_key(key.split(".")[-1]) else scrub_text(str(value))
+
+
 def last_steps(client: MlflowClient, run: Any) -> dict[str, int]:
     """The last stored step of every metric of a run."""
     return {
@@ -171,7 +176,7 @@ class TrackedRun:
     def __enter__(self) -> TrackedRun:
         check_reachable(self.uri, self.connect_timeout_s)
         self.client = MlflowClient(tracking_uri=self.uri)
-        tags = {k: scrub_text(str(v)) for k, v in {**self.tags, **process_tags()}.items()}
+        tags = {k: safe_value(k, v) for k, v in {**self.tags, **process_tags()}.items()}
         try:
             if self.resume_run_id:
                 run = self.client.get_run(self.resume_run_id)
@@ -253,10 +258,7 @@ class TrackedRun:
     # -- recording: every text that reaches the store passes `secrets` first ---------------
 
     def log_params(self, params: Mapping[str, str]) -> None:
-        items = [
-            Param(k, REDACTED if is_secret_key(k.split(".")[-1]) else scrub_text(v))
-            for k, v in params.items()
-        ]
+        items = [Param(k, safe_value(k, v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
 
@@ -264,7 +266,7 @@ class TrackedRun:
         self.set_tags_on(self.run_id, tags)
 
     def set_tags_on(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(k, scrub_text(str(v))) for k, v in tags.items()]
+        items = [RunTag(k, safe_value(k, v)) for k, v in tags.items()]
         self.client.log_batch(run_id, tags=items)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
