@@ -34,7 +34,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _when(ms: int | None) -> str:
-    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M") if ms else ""
+    return datetime.fromtimestamp(ms / 1000).strftime("%m-%d %H:%M") if ms else ""
 
 
 def runs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -66,7 +66,7 @@ def runs(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "run_id": run.info.run_id,
                 "name": run.info.run_name,
                 "experiment": names.get(run.info.experiment_id, run.info.experiment_id),
-                "status": "FAILED (was RUNNING)" if marked else run.info.status,
+                "status": "FAILED (stale)" if marked else run.info.status,
                 "started": _when(run.info.start_time),
                 "task": tags.get("labrun.task", ""),
                 "note": reason
@@ -94,8 +94,10 @@ def run(argv: list[str]) -> None:
     title = "stale runs" + (" (not marked: --dry-run)" if args.dry_run else ", marked FAILED")
     table = Table(title=title if args.stale else "runs, newest first")
     table.add_column("run_id", no_wrap=True, min_width=32)  # whole, to copy into a command
-    for col in ("name", "experiment", "status", "started", "task", "note"):
-        table.add_column(col, overflow="fold")
+    for col in ("experiment", "status", "started"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=20)
+    table.add_column("note", overflow="fold", min_width=8)
     for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
+        note = row["note"] if row["task"] in ("train", "") else f"{row['task']} {row['note']}"
+        table.add_row(row["run_id"], row["experiment"], row["status"], row["started"], note)
     console.print(table)

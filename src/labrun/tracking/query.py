@@ -18,8 +18,11 @@ LOCATION_PARAMS = (
     "tracking.artifact_root",
     "tracking.run_name",
     "trainer.default_root_dir",
-    "callbacks.model_checkpoint.dirpath",
 )
+
+
+def is_location(key: str) -> bool:
+    return key.startswith(LOCATION_PARAMS) or key.endswith(".dirpath")
 
 
 def get_runs(client: MlflowClient, run_ids: Iterable[str]) -> list[Run]:
@@ -82,11 +85,7 @@ def search_runs(
 def differing_params(runs: Sequence[Run]) -> list[str]:
     """Param keys whose values are not the same in every run (missing counts as a value)."""
     keys = sorted({k for r in runs for k in r.data.params})
-    return [
-        k
-        for k in keys
-        if not k.startswith(LOCATION_PARAMS) and len({r.data.params.get(k) for r in runs}) > 1
-    ]
+    return [k for k in keys if not is_location(k) and len({r.data.params.get(k) for r in runs}) > 1]
 
 
 def run_label(run: Run) -> str:

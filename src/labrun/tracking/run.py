@@ -181,6 +181,11 @@ class TrackedRun:
             if self.resume_run_id:
                 run = self.client.get_run(self.resume_run_id)
                 self.client.update_run(run.info.run_id, status="RUNNING")
+                if error := run.data.tags.get("labrun.error"):  # the stop this resume repairs
+                    tags["labrun.resumed_after"] = error
+                for stale in ("labrun.error", "labrun.stale", "labrun.signal"):
+                    if stale in run.data.tags:
+                        self.client.delete_tag(run.info.run_id, stale)
                 self.set_tags_on(run.info.run_id, tags)
                 self.logged_through = last_steps(self.client, run)
             else:
