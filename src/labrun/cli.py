@@ -115,7 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     if command in COMMANDS:  # Hydra sets up logging for the tasks; these get the same format
         logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         log.setLevel(logging.INFO)
-        importlib.import_module(COMMANDS[command]).run(rest)
+        from labrun.errors import LabrunError
+
+        try:
+            importlib.import_module(COMMANDS[command]).run(rest)
+        except LabrunError as exc:
+            fail(str(exc), exc.exit_code)
         return
     if command not in TASKS:
         fail(f"unknown command '{command}'; use one of: {', '.join([*TASKS, *COMMANDS])}")

@@ -398,8 +398,4 @@ def compare(args: argparse.Namespace) -> str:
 
 
 def run(argv: list[str]) -> None:
-    try:
-        compare(parse(argv))
-    except LabrunError as exc:
-        print(f"labrun: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    compare(parse(argv))

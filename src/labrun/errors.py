@@ -4,6 +4,8 @@
 class LabrunError(Exception):
     """A problem with the user's input or environment, reported without a traceback."""
 
+    exit_code = 2
+
 
 class ConfigError(LabrunError):
     """A config key is unknown, mistyped or missing."""

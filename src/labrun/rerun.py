@@ -36,6 +36,8 @@ LOCATION_OVERRIDES = ("paths.", "tracking.uri", "tracking.artifact_root", "hydra
 class DriftStop(LabrunError):
     """Drift found and not allowed."""
 
+    exit_code = 3
+
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -516,14 +518,6 @@ def print_verdict(
 
 
 def run(argv: list[str]) -> None:
-    args = parse(argv)
-    try:
-        result = rerun(args)
-    except DriftStop as exc:
-        print(f"labrun: error: {exc}", file=sys.stderr)
-        raise SystemExit(3) from None
-    except LabrunError as exc:
-        print(f"labrun: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    result = rerun(parse(argv))
     if result.get("verdict") == "DIFFERS":
         raise SystemExit(1)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 from typing import Any
-
-from labrun.errors import LabrunError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -82,11 +79,7 @@ def run(argv: list[str]) -> None:
     from rich.table import Table
 
     args = parse(argv)
-    try:
-        rows = runs(args)
-    except LabrunError as exc:
-        print(f"labrun: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    rows = runs(args)
     console = Console()
     if args.stale and not rows:
         console.print("no stale runs")

@@ -19,7 +19,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from labrun.compose import compose_task
-from labrun.errors import ConfigError, LabrunError
+from labrun.errors import ConfigError
 from labrun.tracking.sweeps import child_tags, open_parent, summarize
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,4 @@ def main(argv: list[str]) -> None:
 
 
 def run(argv: list[str]) -> None:
-    try:
-        main(argv)
-    except LabrunError as exc:
-        print(f"labrun: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    main(argv)
