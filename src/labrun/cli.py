@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     ):
         preflight(command, rest)
     module = importlib.import_module(TASKS[command])
+    from labrun import ranks
+
+    ranks.ARGV0 = ranks.ARGV0 or sys.argv[0]  # what Lightning relaunches for DDP ranks
     sys.argv = [f"labrun {command}", *rest]
     module.main()
     from labrun.tracking.multirun import failed_sweeps

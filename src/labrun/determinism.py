@@ -93,7 +93,8 @@ class ResumableState(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        s = batch_seed(self.seed, trainer.current_epoch, batch_idx)
+        # DDP ranks draw different dropout masks; rank 0 keeps the single-process stream
+        s = batch_seed(self.seed + 7919 * trainer.global_rank, trainer.current_epoch, batch_idx)
         random.seed(s)
         np.random.seed(s % 2**32)
         torch.manual_seed(s)

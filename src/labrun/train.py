@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from labrun import determinism, schema
+from labrun import determinism, ranks, schema
 from labrun.compose import build, build_trainer, config_dir, register_resolvers
 from labrun.tracking.logger import RunLogger
 from labrun.tracking.record import (
@@ -22,6 +23,7 @@ from labrun.tracking.record import (
     record_results,
     record_resume,
 )
+from labrun.tracking.run import FollowerRun
 
 log = logging.getLogger(__name__)
 # Testing uses the first ModelCheckpoint (the ranked one); the second only serves `resume`.
@@ -44,22 +46,28 @@ def train(
     """
     schema.check_targets(cfg)
     determinism.apply(cfg.seed, cfg.threads)
-    with open_run(cfg, "train", tags, resume_run_id) as run:
-        if resume_run_id:
+    leader = ranks.is_rank_zero()  # other DDP ranks train too, but record nothing
+    run_scope = open_run(cfg, "train", tags, resume_run_id) if leader else FollowerRun()
+    with ranks.job_scope(), run_scope as run:
+        if leader and resume_run_id:
             record_resume(run, cfg)
-        else:
+        elif leader:
             record_config(run, cfg)
             record_provenance(run, cfg)
         dm = build(cfg.data)
         dm.prepare_data()
         dm.setup("fit")
-        record_data(run, dm)
+        if leader:
+            record_data(run, dm)
         run.raise_if_signalled()
         model = build(cfg.model, **dm.model_kwargs())
         if hasattr(model, "prepare"):  # e.g. the GAN's feature space for FID, before any RNG use
             run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
         extra = [run.stop_callback(), determinism.ResumableState(cfg.seed), *(callbacks or [])]
         trainer = build_trainer(cfg, run.run_id, extra, run.logged_through)
+        if leader and trainer.world_size > 1:
+            os.environ[ranks.RUN_ID_ENV] = run.run_id
+            ranks.relaunch_this_job(cfg)
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         ckpt = trainer.checkpoint_callback  # read now: testing restores its state from `best`
@@ -69,6 +77,8 @@ def train(
             best = "best" if Path(checkpoints.get("best") or "").is_file() else None
             for result in trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False):
                 metrics.update({k: float(v) for k, v in result.items()})
+        if not leader:
+            return metrics
         if not any(isinstance(lg, RunLogger) for lg in trainer.loggers):  # else streamed already
             run.log_metrics(
                 {k: v for k, v in metrics.items() if k.startswith("test/")},

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from labrun.data.splits import ShuffledBatchSampler, SplitDataModule
+from labrun.data.splits import ShardSampler, ShuffledBatchSampler, SplitDataModule
 from labrun.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,8 @@ class ImageDataModule(SplitDataModule):
         workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
         if not shuffle:
             dataset = TensorDataset(*self.normalized(split))
-            return DataLoader(dataset, batch_size=self.batch_size, **workers)
+            sampler = ShardSampler(len(dataset))
+            return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **workers)
         x, y = self.tensors[split]
         augment = None
         if self.augment:

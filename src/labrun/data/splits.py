@@ -21,12 +21,22 @@ class _EpochHook:
         self.owner.set_epoch(epoch)
 
 
+def world() -> tuple[int, int]:
+    """(number of ranks, this rank) of the running distributed job; (1, 0) outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
 class EpochBatchSampler(Sampler[list[Any]]):
     """Batches in an order that depends on (seed, epoch) only, startable part-way through.
 
     Nothing carries over from one epoch to the next, so a run resumed from a checkpoint sees
-    exactly the order an uninterrupted run would: Lightning sets the epoch before each pass,
+    exactly the order an uninterrupted one would: Lightning sets the epoch before each pass,
     and `resume_at(epoch, batch)` (from the checkpoint) makes the next pass start at that batch.
+
+    Under DDP each rank takes every world-th batch of the same order; a shuffled (training)
+    order is padded from its start so that every rank steps the same number of times.
     """
 
     def __init__(self, seed: int, shuffle: bool = True) -> None:
@@ -48,12 +58,31 @@ class EpochBatchSampler(Sampler[list[Any]]):
     def batches(self, epoch: int) -> list[list[Any]]:
         raise NotImplementedError
 
+    def count(self) -> int:
+        """Batches in one epoch, before sharding."""
+        raise NotImplementedError
+
+    def shard(self, batches: list[list[Any]]) -> list[list[Any]]:
+        size, rank = world()
+        if size == 1:
+            return batches
+        if self.shuffle and len(batches) % size:
+            batches = batches + batches[: size - len(batches) % size]
+        return batches[rank::size]
+
     def __iter__(self) -> Iterator[list[Any]]:
         epoch, skip = self.epoch, 0
         if self._start is not None:
             (epoch, skip), self._start = self._start, None
             self.epoch = epoch
-        return iter(self.batches(epoch)[skip:])
+        return iter(self.shard(self.batches(epoch))[skip:])
+
+    def __len__(self) -> int:
+        size, rank = world()
+        n = self.count()
+        if self.shuffle:
+            return -(-n // size)
+        return len(range(rank, n, size))
 
 
 class ShuffledBatchSampler(EpochBatchSampler):
@@ -72,8 +101,24 @@ class ShuffledBatchSampler(EpochBatchSampler):
         keyed = [(i, s) for i, s in zip(perm, seeds, strict=True)]
         return [keyed[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
 
-    def __len__(self) -> int:
+    def count(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
+
+
+class ShardSampler(Sampler[int]):
+    """Every world-th index, in order: an evaluation split divided between DDP ranks (metrics
+    are then synced across ranks), without the repeats of a padded DistributedSampler."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self) -> Iterator[int]:
+        size, rank = world()
+        return iter(range(rank, self.n, size))
+
+    def __len__(self) -> int:
+        size, rank = world()
+        return len(range(rank, self.n, size))
 
 
 class SplitDataModule(L.LightningDataModule):

@@ -77,7 +77,7 @@ class BucketBatchSampler(EpochBatchSampler):
         order = torch.randperm(len(batches), generator=g).tolist()
         return [batches[i] for i in order]
 
-    def __len__(self) -> int:
+    def count(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 

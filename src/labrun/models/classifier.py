@@ -78,17 +78,27 @@ class Classifier(L.LightningModule):
             loss = loss + self.l1 * sum(p.abs().sum() for p in weights)
         self.train_acc(logits, labels)
         n = len(labels)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        self.log(
+            "train/loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=True,
+        )
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         self.val_metrics.update(logits.softmax(-1), labels)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(labels))
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(labels), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute())
+        self.log_dict(
+            self.val_metrics.compute(), sync_dist=True
+        )  # synced already: silences a warning
         self.val_metrics.reset()
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
@@ -97,10 +107,10 @@ class Classifier(L.LightningModule):
         self.test_metrics.update(probs, labels)
         self.test_confusion.update(probs, labels)
         self.test_roc.update(probs, labels)
-        self.log("test/loss", loss, batch_size=len(labels))
+        self.log("test/loss", loss, batch_size=len(labels), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
         fpr, tpr, _ = self.test_roc.compute()
         self.test_results = {
             "confusion": self.test_confusion.compute().cpu(),

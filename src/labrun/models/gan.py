@@ -278,6 +278,7 @@ class GAN(L.LightningModule):
             on_step=True,
             on_epoch=True,
             batch_size=n,
+            sync_dist=True,
         )
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -339,7 +340,7 @@ class GAN(L.LightningModule):
         }
         if self.feature_kind == "lenet":  # the floor was measured in the LeNet space
             scores["test/fid_floor"] = self._metrics["space"].floor_fid
-        self.log_dict(scores)
+        self.log_dict(scores, sync_dist=True)
         self._metric("fid").reset()
         self._metric("kid").reset()
         self.test_results = {"samples": self.sample_grid().cpu(), "coverage": coverage}

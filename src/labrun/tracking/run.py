@@ -301,3 +301,29 @@ class TrackedRun:
     def log_files(self, paths: Iterable[Path], artifact_dir: str) -> None:
         for path in paths:
             self.log_file(path, artifact_dir)
+
+
+class FollowerRun:
+    """What ranks other than 0 hold instead of a `TrackedRun`: rank 0's run id, and no-op
+    recording, so that one job makes one run whatever its number of processes."""
+
+    def __init__(self) -> None:
+        from labrun.ranks import RUN_ID_ENV
+
+        self.run_id = os.environ.get(RUN_ID_ENV, "")
+        self.logged_through: dict[str, int] = {}
+
+    def __enter__(self) -> FollowerRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def raise_if_signalled(self) -> None:
+        return None
+
+    def stop_callback(self) -> Callback:
+        return Callback()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        return None
