@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install train test test-all lint format ui clean
+.PHONY: install train test test-all lint format ui server server-stop clean
+PG_PORT ?= 5433
 
 install: $(STAMP)
 
@@ -38,6 +39,17 @@ format: install
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/runs/mlflow.db}" \
 		--host $(HOST) --port $(PORT)
+
+# A team tracking server: PostgreSQL (installed here if missing and apt-get can) and an MLflow
+# server on it with proxied artifacts, both on $(HOST); data in runs/server/.
+server: install
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		{ command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get install -y -q postgresql; } || \
+		{ echo "make server: install PostgreSQL first (apt-get install postgresql, brew install postgresql@15)"; exit 2; }
+	$(BIN)/python -m labrun.tracking.server start --dir runs/server --port $(PORT) --pg-port $(PG_PORT)
+
+server-stop: install
+	$(BIN)/python -m labrun.tracking.server stop --dir runs/server
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache dist build

@@ -48,6 +48,8 @@ def train(
     determinism.apply(cfg.seed, cfg.threads)
     leader = ranks.is_rank_zero()  # other DDP ranks train too, but record nothing
     run_scope = open_run(cfg, "train", tags, resume_run_id) if leader else FollowerRun()
+    if leader:
+        run_scope.local_dir = str(cfg.paths.output_dir)
     with ranks.job_scope(), run_scope as run:
         if leader and resume_run_id:
             record_resume(run, cfg)

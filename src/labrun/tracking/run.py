@@ -24,6 +24,9 @@ from labrun.errors import TrackingError
 from labrun.tracking.secrets import REDACTED, is_secret_key, redact, scrub_text
 
 log = logging.getLogger(__name__)
+# MLflow retries an unreachable server for minutes by default; fail within seconds instead.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit; the full config is an artifact anyway
 
 
@@ -161,6 +164,7 @@ class TrackedRun:
     ) -> None:
         self.uri = uri
         self.resume_run_id = resume_run_id
+        self.local_dir: str | None = None  # named in the error if the store is lost
         self.logged_through: dict[str, int] = {}  # metric -> last step stored (a resumed run)
         self._heartbeat: Heartbeat | None = None
         self.experiment = experiment
@@ -254,8 +258,15 @@ class TrackedRun:
                 self.client.set_tag(
                     self.run_id, "labrun.signal", str(self.signal_received or signal.SIGINT)
                 )
-        finally:
             self.client.set_terminated(self.run_id, status)
+        except Exception as lost:  # the store went away: say so, and how to go on
+            cause = (str(lost).strip().splitlines() or [type(lost).__name__])[0][:200]
+            where = f" in {self.local_dir}" if self.local_dir else ""
+            raise TrackingError(
+                f"lost the tracking store {self.uri} ({cause}); run {self.run_id} is left RUNNING "
+                f"there and its checkpoints are kept{where}: when the store is back, "
+                f"labrun resume {self.run_id}"
+            ) from None
         log.info("MLflow run %s ended %s", self.run_id, status)
         if status == "KILLED" and self.signal_received is not None:
             raise SystemExit(128 + self.signal_received)  # the shell's convention: 143 for SIGTERM
