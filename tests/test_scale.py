@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def last_step(store: str, run_id: str, key: str) -> int:
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
     """Same global batch (2 x 32 vs 64): same accuracy within DDP_TOLERANCE, one MLflow run,
-    one output folder, and half the steps per rank (the data is split between ranks)."""
+    one output folder, and the data split between the ranks."""
     common = [
         "experiment=trec_lstm",
         "trainer.max_epochs=4",
@@ -44,15 +45,20 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
     }.items():
         store = f"sqlite:///{tmp_path}/{name}.db"
         env = labrun_env(tmp_path / name, store)
+        start = time.perf_counter()
         done = run_labrun(["train", *common, *extra], env, timeout=600)
+        seconds = time.perf_counter() - start
         assert done.returncode == 0, done.stderr[-3000:]
         (run,) = finished_runs(store)
         assert run.info.status == "FINISHED"
         folders = list((tmp_path / name / "runs" / "train").iterdir())
         assert len(folders) == 1, folders
         results[name] = (run, last_step(store, run.info.run_id, "val/loss"))
+        print(f"{name}: test/acc {run.data.metrics['test/acc']:.4f}, {seconds:.1f} s wall")
     (single, single_steps), (ddp, ddp_steps) = results["single"], results["ddp"]
-    assert ddp_steps + 1 == (single_steps + 1) // 2  # each rank saw half the batches
+    # Each rank took every other batch of 32: as many steps as one process with batches of 64
+    # (without the split each rank would step twice as often).
+    assert ddp_steps == single_steps
     gap = abs(ddp.data.metrics["test/acc"] - single.data.metrics["test/acc"])
     assert gap <= DDP_TOLERANCE, (ddp.data.metrics["test/acc"], single.data.metrics["test/acc"])
     assert ddp.data.metrics["test/acc"] > 0.6  # it learned: the comparison means something
