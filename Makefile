@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install train test test-all lint format ui server server-stop clean
+.PHONY: install train test test-all lint format ui server server-stop bench clean
 PG_PORT ?= 5433
 
 install: $(STAMP)
@@ -28,12 +28,16 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 format: install
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+# labrun vs plain PyTorch, side by side: writes benchmarks/results.json and BENCHMARKS.md.
+bench: install
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 # The MLflow UI over the embedded store that `labrun train` writes.
 ui: install

@@ -42,6 +42,13 @@ def batch_seed(seed: int, epoch: int, batch: int) -> int:
     return (x ^ (x >> 31)) >> 1
 
 
+def reseed(seed: int) -> None:
+    """python, numpy and torch from one 63-bit seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_states() -> dict[str, Any]:
     """Every RNG state, in types that torch's weights-only checkpoint loading accepts."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -94,10 +101,7 @@ class ResumableState(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         # DDP ranks draw different dropout masks; rank 0 keeps the single-process stream
-        s = batch_seed(self.seed + 7919 * trainer.global_rank, trainer.current_epoch, batch_idx)
-        random.seed(s)
-        np.random.seed(s % 2**32)
-        torch.manual_seed(s)
+        reseed(batch_seed(self.seed + 7919 * trainer.global_rank, trainer.current_epoch, batch_idx))
 
     def state_dict(self) -> dict[str, Any]:
         if self.trainer is None:
