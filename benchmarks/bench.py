@@ -521,6 +521,11 @@ def main() -> None:
         return
     repeats, epochs = (1, 2) if args.quick else (args.repeats, args.epochs)
     results = suite(repeats, epochs, args.quality)
+    for group in results["raw"].values():  # per-batch losses were compared above; drop them
+        for runs in group.values() if isinstance(group, dict) else []:
+            for run in runs if isinstance(runs, list) else []:
+                if isinstance(run, dict):
+                    run.pop("losses", None)
     RESULTS.write_text(json.dumps(results, indent=2))
     REPORT.write_text(report(results))
     print(REPORT.read_text())
