@@ -38,11 +38,12 @@ TREC = [
 ]
 
 
-# The GAN recipe on 100 batches per epoch (an MNIST epoch is 430): the feature space for FID
-# is trained once per machine into runs/cache and only loaded here.
+# The GAN recipe on GAN_BATCHES batches per epoch (an MNIST epoch is 430): the feature space
+# for FID is trained once per machine into runs/cache and only loaded here.
+GAN_BATCHES = 100
 GAN = [
     "experiment=mnist_dcgan",
-    "+trainer.limit_train_batches=100",
+    f"+trainer.limit_train_batches={GAN_BATCHES}",
     "+trainer.limit_val_batches=0",
     "~callbacks.progress_bar",
     "~callbacks.sample_grid",
@@ -72,6 +73,23 @@ def compose(overrides: list[str], out: str) -> Any:
     return compose_task([f"paths.data_dir={data}", f"paths.run_dir={out}", *overrides], out)
 
 
+def plain_setup(base: list[str], epochs: int, out: str) -> tuple[Any, Any, Any]:
+    """(config, data module after setup, module) exactly as `labrun train` builds them, with
+    the same seed, threads and deterministic algorithms."""
+    import torch
+
+    from labrun import determinism
+    from labrun.compose import build
+
+    cfg = compose([*base, f"trainer.max_epochs={epochs}"], out)
+    determinism.apply(cfg.seed, cfg.threads)
+    torch.use_deterministic_algorithms(True)
+    dm = build(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    return cfg, dm, build(cfg.model, **dm.model_kwargs())
+
+
 def plain_trec(epochs: int) -> dict[str, Any]:
     """The same data module, model, seed, batch order and per-batch reseeding as labrun, in a
     hand-written loop: zero_grad, forward, cross-entropy, backward, clip, step."""
@@ -79,16 +97,9 @@ def plain_trec(epochs: int) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from labrun import determinism
-    from labrun.compose import build
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = compose([*TREC, f"trainer.max_epochs={epochs}"], out)
-        determinism.apply(cfg.seed, cfg.threads)
-        torch.use_deterministic_algorithms(True)
-        dm = build(cfg.data)
-        dm.prepare_data()
-        dm.setup("fit")
-        model = build(cfg.model, **dm.model_kwargs())
+        cfg, dm, model = plain_setup(TREC, epochs, out)
         optimizer = model.configure_optimizers()
         loader = dm.train_dataloader()
         clip = cfg.trainer.gradient_clip_val
@@ -112,21 +123,15 @@ def plain_trec(epochs: int) -> dict[str, Any]:
 
 def plain_gan(epochs: int) -> dict[str, Any]:
     """The DCGAN's step by hand: D on real and detached fake, then G, each zero_grad/backward/
-    (clip)/step; the same data module, nets, optimizers, batch order and reseeding."""
+    step (the recipe clips neither); the same data module, nets, optimizers, batch order and
+    reseeding."""
     import torch
     import torch.nn.functional as F
 
     from labrun import determinism
-    from labrun.compose import build
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = compose([*GAN, f"trainer.max_epochs={epochs}"], out)
-        determinism.apply(cfg.seed, cfg.threads)
-        torch.use_deterministic_algorithms(True)
-        dm = build(cfg.data)
-        dm.prepare_data()
-        dm.setup("fit")
-        gan = build(cfg.model, **dm.model_kwargs())
+        cfg, dm, gan = plain_setup(GAN, epochs, out)
         g_opt, d_opt = gan.configure_optimizers()
         G, D = gan.generator, gan.discriminator
         loader = dm.train_dataloader()
@@ -137,7 +142,7 @@ def plain_gan(epochs: int) -> dict[str, Any]:
             gan.train()
             start = time.perf_counter()
             for i, (real, _) in enumerate(loader):
-                if i == 100:
+                if i == GAN_BATCHES:
                     break
                 determinism.reseed(determinism.batch_seed(cfg.seed, epoch, i))
                 fake = G(torch.randn(len(real), latent))

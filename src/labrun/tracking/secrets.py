@@ -3,7 +3,7 @@
 Three kinds are redacted from every param, tag and text artifact labrun writes: values under
 keys that name a secret (`password`, `api_key`, `token`, ...), values of environment variables
 whose names do, and passwords inside URIs (`postgresql://user:pw@host`). A redacted value is
-stored as `REDACTED`, so a rerun knows to ask for it instead of using the marker.
+stored as the `REDACTED` marker, so a rerun knows to ask for it instead of using the marker.
 """
 
 from __future__ import annotations
