@@ -21,7 +21,13 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from labrun.errors import TrackingError
-from labrun.tracking.secrets import REDACTED, is_secret_key, redact, scrub_text
+from labrun.tracking.secrets import (
+    REDACTED,
+    environment_secrets,
+    is_secret_key,
+    redact,
+    scrub_text,
+)
 
 log = logging.getLogger(__name__)
 # MLflow retries an unreachable server for minutes by default; fail within seconds instead.
@@ -67,9 +73,13 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     return client.create_experiment(name, artifact_location=location)
 
 
-def safe_value(key: str, value: Any) -> str:
-    """A param or tag value as stored: redacted under a secret's key, scrubbed otherwise."""
-    return REDACTED if is_secret_key(key.split(".")[-1]) else scrub_text(str(value))
+def safe_values(items: Mapping[str, Any]) -> dict[str, str]:
+    """Param or tag values as stored: redacted under a secret's key, scrubbed otherwise."""
+    secrets = environment_secrets()  # read once: a config has hundreds of params
+    return {
+        k: REDACTED if is_secret_key(k.split(".")[-1]) else scrub_text(str(v), secrets=secrets)
+        for k, v in items.items()
+    }
 
 
 def last_steps(client: MlflowClient, run: Any) -> dict[str, int]:
@@ -180,7 +190,7 @@ class TrackedRun:
     def __enter__(self) -> TrackedRun:
         check_reachable(self.uri, self.connect_timeout_s)
         self.client = MlflowClient(tracking_uri=self.uri)
-        tags = {k: safe_value(k, v) for k, v in {**self.tags, **process_tags()}.items()}
+        tags = safe_values({**self.tags, **process_tags()})
         try:
             if self.resume_run_id:
                 run = self.client.get_run(self.resume_run_id)
@@ -274,7 +284,7 @@ class TrackedRun:
     # -- recording: every text that reaches the store passes `secrets` first ---------------
 
     def log_params(self, params: Mapping[str, str]) -> None:
-        items = [Param(k, safe_value(k, v)) for k, v in params.items()]
+        items = [Param(k, v) for k, v in safe_values(params).items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
 
@@ -282,7 +292,7 @@ class TrackedRun:
         self.set_tags_on(self.run_id, tags)
 
     def set_tags_on(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(k, safe_value(k, v)) for k, v in tags.items()]
+        items = [RunTag(k, v) for k, v in safe_values(tags).items()]
         self.client.log_batch(run_id, tags=items)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:

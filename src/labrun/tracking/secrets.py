@@ -8,10 +8,11 @@ stored as the `REDACTED` marker, so a rerun knows to ask for it instead of using
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 REDACTED = "***redacted***"
@@ -38,6 +39,7 @@ def _segments(name: str) -> list[str]:
     return [s for s in re.split(r"[_.\-\s/]+", spaced.lower()) if s]
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(name: str) -> bool:
     """Whether a config key or environment variable name names a secret."""
     parts = _segments(str(name))
@@ -58,14 +60,18 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def scrub_text(
-    text: str, environ: Mapping[str, str] | None = None, assignments: bool = True
+    text: str,
+    environ: Mapping[str, str] | None = None,
+    assignments: bool = True,
+    secrets: Sequence[str] | None = None,
 ) -> str:
     """Text with secret environment values, URI passwords and `secret_key=value` redacted.
 
     Source code (a git diff, `assignments=False`) loses only the environment's secret values:
     rewriting its assignments or example URIs would make the diff apply into broken code.
+    `secrets`: the environment's secret values when the caller has read them already.
     """
-    for value in environment_secrets(environ):
+    for value in environment_secrets(environ) if secrets is None else secrets:
         text = text.replace(value, REDACTED)
     if not assignments:
         return text
@@ -82,15 +88,19 @@ def scrub_text(
 
 def redact(tree: Any, environ: Mapping[str, str] | None = None) -> Any:
     """A copy of a config tree (dicts, lists, scalars) with every secret redacted."""
+    return _redact(tree, environment_secrets(environ))  # the environment read once per tree
+
+
+def _redact(tree: Any, secrets: list[str]) -> Any:
     if isinstance(tree, Mapping):
         return {
-            k: (REDACTED if is_secret_key(str(k)) and v is not None else redact(v, environ))
+            k: (REDACTED if is_secret_key(str(k)) and v is not None else _redact(v, secrets))
             for k, v in tree.items()
         }
     if isinstance(tree, (list, tuple)):
-        return [redact(v, environ) for v in tree]
+        return [_redact(v, secrets) for v in tree]
     if isinstance(tree, str):
-        return scrub_text(tree, environ)
+        return scrub_text(tree, secrets=secrets)
     return tree
 
 
