@@ -155,9 +155,10 @@ def test_cli_run_records_everything(tmp_path: Path, store: str) -> None:
     assert {e.data.metrics["test/acc"] for e in evals} == {run.data.metrics["test/acc"]}
 
 
-def test_same_seed_same_metrics_other_seed_other_metrics(make_cfg) -> None:
+def test_same_seed_same_metrics_other_seed_other_metrics(make_cfg, tmp_path: Path) -> None:
     tiny = [*TINY, "tracking.log_model=false", "trainer.max_epochs=2"]
     a = train(make_cfg("experiment=sms_spam_lstm", *tiny, "seed=1"))
+    assert len(list((tmp_path / "cache/data").iterdir())) == 1  # b reads a's tensorised data
     b = train(make_cfg("experiment=sms_spam_lstm", *tiny, "seed=1"))
     c = train(make_cfg("experiment=sms_spam_lstm", *tiny, "seed=2"))
     names = [*TEST_METRICS, "val/loss", "train/loss_epoch"]
@@ -349,3 +350,40 @@ def test_hydra_flags_still_work(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "stsa.binary.train" in proc.stdout
     assert not (tmp_path / "runs").exists()  # printing a config starts no run
+
+
+def test_buffered_metrics_are_stored_before_each_checkpoint_and_at_the_end(
+    make_cfg, store: str
+) -> None:
+    """Step metrics are written in batches; every step logged before a checkpoint must be
+    stored before the checkpoint file exists (a resume from it skips stored steps), and the run
+    must end with every step stored."""
+    import lightning as L
+
+    client = MlflowClient(store)
+    seen: list[tuple[int, list[int]]] = []
+
+    class Look(L.Callback):
+        def on_save_checkpoint(self, trainer, module, checkpoint) -> None:
+            history = client.get_metric_history(trainer.logger.run_id, "train/loss_step")
+            seen.append((trainer.global_step, sorted(m.step for m in history)))
+
+    cfg = make_cfg(
+        *TINY,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=6",
+        "trainer.log_every_n_steps=1",
+        "callbacks.resume_checkpoint.every_n_train_steps=4",
+        "tracking.log_model=false",
+        "+logger.mlflow.flush_every_s=3600",  # only checkpoints, epochs and the end flush
+    )
+    metrics = train(cfg, callbacks=[Look()])
+    # Every 4 steps mid-epoch (that batch's own metrics travel in the checkpoint) and at each
+    # epoch's end (steps 6 and 12, all of the epoch's steps): every earlier step is stored.
+    assert sorted({g for g, _ in seen}) == [4, 6, 8, 12]
+    for step, stored in seen:
+        assert stored in (list(range(step - 1)), list(range(step))), (step, stored)
+    assert (6, list(range(6))) in seen
+    history = client.get_metric_history(metrics["run_id"], "train/loss_step")
+    assert sorted(m.step for m in history) == list(range(12))
+    assert "train/acc" in client.get_run(metrics["run_id"]).data.metrics

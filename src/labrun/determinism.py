@@ -137,6 +137,16 @@ class ResumableState(L.Callback):
         metrics.setdefault("epoch", trainer.current_epoch)
         return {"step": trainer.fit_loop.epoch_loop._batches_that_stepped, "metrics": metrics}
 
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        flush_loggers(trainer)  # before the file exists: a resume from it skips stored steps
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The last epoch's epoch-level metrics are logged after its checkpoint was written, and
+        # a resume from that checkpoint starts at this epoch: store them now.
+        flush_loggers(trainer)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending:
             for logger in trainer.loggers:
@@ -153,3 +163,10 @@ class ResumableState(L.Callback):
         if dm is not None and hasattr(dm, "resume_at"):
             dm.resume_at(state_dict["epoch"], state_dict["batch"])
         log.info("resuming at epoch %d, batch %d", state_dict["epoch"], state_dict["batch"])
+
+
+def flush_loggers(trainer: L.Trainer) -> None:
+    """Write what buffering loggers (labrun's `RunLogger`) hold."""
+    for logger in trainer.loggers:
+        if callable(flush := getattr(logger, "flush", None)):
+            flush()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 1000  # MLflow's limit on metrics per `log_batch`
 
 
 class RunLogger(MLFlowLogger):
@@ -18,18 +23,52 @@ class RunLogger(MLFlowLogger):
     sets the final status only when everything is written. In a resumed run, `logged_through`
     holds each metric's last stored step: those steps are replayed by training but not stored
     twice.
+
+    Metrics are buffered and written in one `log_batch` every `flush_every_s` seconds: a store
+    round trip per training step (a SQLite commit, or an HTTP request to a server) would cost
+    more than the step itself on a small model. The buffer is also written when fit or test
+    ends, well or not, and by `determinism.ResumableState` as each checkpoint is written and
+    each epoch starts, so a resume from any checkpoint finds every earlier step stored.
     """
 
-    def __init__(self, *args: Any, logged_through: dict[str, int] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        logged_through: dict[str, int] | None = None,
+        flush_every_s: float = 10.0,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.logged_through = dict(logged_through or {})
+        self.flush_every_s = flush_every_s
+        self._pending: list[Any] = []
+        self._flushed_at = time.monotonic()
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
         if self.logged_through and step is not None:
             metrics = {k: v for k, v in metrics.items() if step > self.logged_through.get(k, -1)}
-        if metrics:
-            super().log_metrics(metrics, step)
+        stamp = int(time.time() * 1000)
+        self._pending += [
+            Metric(key=k, value=float(v), timestamp=stamp, step=step or 0)
+            for k, v in metrics.items()
+            if not isinstance(v, str)
+        ]
+        if (
+            len(self._pending) >= MAX_BATCH
+            or time.monotonic() - self._flushed_at >= self.flush_every_s
+        ):
+            self.flush()
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Write every buffered metric to the store now."""
+        while self._pending:  # what the store refused stays pending
+            self.experiment.log_batch(self.run_id, metrics=self._pending[:MAX_BATCH])
+            del self._pending[:MAX_BATCH]
+        self._flushed_at = time.monotonic()
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
@@ -37,7 +76,13 @@ class RunLogger(MLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        return
+        if status == "success":
+            self.flush()
+            return
+        try:  # training failed already: keep what can be kept, and that error
+            self.flush()
+        except Exception as error:
+            log.warning("could not store the last %d metrics: %s", len(self._pending), error)
 
     @rank_zero_only
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
