@@ -76,7 +76,7 @@ class Classifier(L.LightningModule):
         if self.l1 > 0:
             weights = (p for name, p in self.net.named_parameters() if "weight" in name)
             loss = loss + self.l1 * sum(p.abs().sum() for p in weights)
-        self.train_acc(logits, labels)
+        self.train_acc.update(logits, labels)  # accumulate only; computed once per epoch
         n = len(labels)
         self.log(
             "train/loss",
@@ -87,8 +87,12 @@ class Classifier(L.LightningModule):
             batch_size=n,
             sync_dist=True,
         )
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Logging the Metric object itself would move and re-reduce it on every step.
+        self.log("train/acc", self.train_acc.compute(), sync_dist=False)  # synced by torchmetrics
+        self.train_acc.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
