@@ -252,3 +252,53 @@ def test_lightning_sets_the_epoch_of_the_training_order(kind: str) -> None:
     assert order(1) == one  # seeded by (seed, epoch): the same again
     assert order(0, start=(1, 5)) == one[5:]  # a resumed run: epoch 1 from its 6th batch
     assert order(2) == order(2)
+
+
+def dataset_contents(dm: TextClassificationData) -> dict:
+    return {
+        "splits": {
+            s: ([x.tolist() for x in d.ids], d.labels.tolist()) for s, d in dm.datasets.items()
+        },
+        "itos": dm.preprocessor.itos,
+        "classes": dm.classes,
+        "stats": dm.stats,
+        "fingerprint": dm.fingerprint,
+    }
+
+
+def test_cache_gives_the_same_tensors_and_is_keyed_by_data_settings_and_code(
+    make_cfg, tmp_path: Path, caplog
+) -> None:
+    cache = tmp_path / "cache"
+    data = make_cfg("experiment=trec_lstm").data
+    cold = build(data, cache_dir=str(cache))
+    assert cold.cache_hit is False and len(list(cache.iterdir())) == 1
+    warm = build(data, cache_dir=str(cache))
+    assert warm.cache_hit is True
+    assert dataset_contents(warm) == dataset_contents(cold)
+    uncached = build(data, cache_dir=None)
+    assert uncached.cache_hit is None
+    assert dataset_contents(uncached) == dataset_contents(cold)
+    # Another preprocessing setting is another entry, not the cached one.
+    shorter = build(data, cache_dir=str(cache), max_length=5)
+    assert shorter.cache_hit is False and len(list(cache.iterdir())) == 2
+    assert max(len(x) for x in shorter.datasets["train"].ids) == 5
+    # Other file contents are another entry too.
+    local = tmp_path / "data"
+    (local / "text/trec").mkdir(parents=True)
+    for name in ("train_5500.label", "TREC_10.label"):
+        (local / "text/trec" / name).write_bytes((DATA_DIR / "text/trec" / name).read_bytes())
+    with (local / "text/trec/train_5500.label").open("ab") as f:
+        f.write(b"NUM:date When was labrun written ?\n")
+    edited = build(data, cache_dir=str(cache), data_dir=str(local))
+    assert edited.cache_hit is False
+    assert edited.stats["train_rows"] + edited.stats["val_rows"] == (
+        cold.stats["train_rows"] + cold.stats["val_rows"] + 1
+    )
+    # A damaged entry is rebuilt, with a warning, never used.
+    for entry in cache.iterdir():
+        entry.write_bytes(entry.read_bytes()[:100])
+    rebuilt = build(data, cache_dir=str(cache))
+    assert rebuilt.cache_hit is False and "unreadable data cache" in caplog.text
+    assert dataset_contents(rebuilt) == dataset_contents(cold)
+    assert build(data, cache_dir=str(cache)).cache_hit is True

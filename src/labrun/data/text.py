@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
+import os
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +23,8 @@ from labrun.errors import DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+# The code that turns files into tensors: an edit to any of them invalidates cached data.
+PREPROCESSING_CODE = ("text.py", "formats.py", "preprocess.py")
 
 
 class EncodedTexts(Dataset):
@@ -89,6 +94,10 @@ class TextClassificationData(SplitDataModule):
     `class_files`, a sentence per line). `files` maps split names to paths under `data_dir`; a
     missing val or test split is cut from train, stratified and seeded by `split_seed`.
     `sources` lists `{path, url, sha256[, member]}` for files that can be downloaded.
+
+    With `cache_dir`, the tensorised splits, vocabulary and classes are kept there under a key
+    made of the files' sha256, every preprocessing setting and the preprocessing code itself,
+    so a second run on the same data skips reading, cleaning, tokenising and the vocabulary.
     """
 
     def __init__(
@@ -119,6 +128,7 @@ class TextClassificationData(SplitDataModule):
         batch_size: int = 64,
         shuffle_seed: int = 0,
         num_workers: int = 0,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if format not in (*READERS, "per_class"):
@@ -150,6 +160,9 @@ class TextClassificationData(SplitDataModule):
         self.batch_size = batch_size
         self.shuffle_seed = shuffle_seed
         self.num_workers = num_workers
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_hit: bool | None = None  # None: no cache configured
+        self._bytes: dict[str, bytes] = {}
         self.preprocessor = TextPreprocessor(
             lowercase=lowercase,
             unicode_form=unicode_form,
@@ -181,9 +194,11 @@ class TextClassificationData(SplitDataModule):
     def _load(self, rel: str) -> tuple[Path, bytes]:
         """A data file's bytes, read once: fingerprinted here, parsed by the reader."""
         path = self.data_dir / rel
+        if rel in self._bytes:
+            return path, self._bytes[rel]
         if not path.is_file():
             ensure_file(path)  # raises the one-line missing-file error
-        raw = path.read_bytes()
+        raw = self._bytes[rel] = path.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         self.fingerprint[rel] = digest
         expected = self.sources.get(rel, {}).get("sha256")
@@ -290,6 +305,23 @@ class TextClassificationData(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        try:
+            cache = self._cache_path()
+            if cache is not None and self._read_cache(cache):
+                return
+            self._build()
+            if cache is not None:
+                self._write_cache(cache)
+        finally:
+            self._bytes = {}
+        log.info(
+            "data: %s, vocabulary %d",
+            {s: len(d) for s, d in self.datasets.items()},
+            self.vocab_size,
+        )
+
+    def _build(self) -> None:
+        """Read, clean, split, build the vocabulary (unless a checkpoint gave one), encode."""
         splits = self._load_splits()
         if not self._restored:
             present = sorted({label for label, _ in splits["train"]})
@@ -310,11 +342,77 @@ class TextClassificationData(SplitDataModule):
             ]
             self.datasets[split] = EncodedTexts(ids, [index[label] for label, _ in splits[split]])
         self.stats["vocab_size"] = self.vocab_size
-        log.info(
-            "data: %s, vocabulary %d",
-            {s: len(d) for s, d in self.datasets.items()},
-            self.vocab_size,
-        )
+
+    # -- the tensorised-data cache -------------------------------------------------------
+
+    def _cache_path(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        for rel in self._relpaths():  # fingerprints every file: the data is part of the key
+            self._load(rel)
+        here = Path(__file__).parent
+        settings = {
+            name: getattr(self, name)
+            for name in (
+                "format", "files", "class_files", "encoding", "labels", "fine_labels",
+                "label_column", "text_columns", "val_fraction", "test_fraction", "split_seed",
+                "drop_duplicates", "min_freq", "max_size",
+            )
+        }  # fmt: skip
+        settings["preprocessor"] = dataclasses.asdict(self.preprocessor)  # with a restored vocab
+        settings["classes"] = self.classes if self._restored else None
+        settings["fingerprint"] = self.fingerprint
+        settings["code"] = {
+            f: hashlib.sha256((here / f).read_bytes()).hexdigest() for f in PREPROCESSING_CODE
+        }
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        return self.cache_dir / f"text-{key[:32]}.pt"
+
+    def _read_cache(self, path: Path) -> bool:
+        self.cache_hit = False
+        if not path.is_file():
+            return False
+        try:
+            saved = torch.load(path, weights_only=True)
+            datasets = {
+                split: EncodedTexts(
+                    list(torch.split(part["ids"], part["lengths"].tolist())),
+                    part["labels"].tolist(),
+                )
+                for split, part in saved["splits"].items()
+            }
+        except Exception as exc:  # a damaged cache costs a rebuild, never a wrong result
+            log.warning("ignoring the unreadable data cache %s (%s)", path, exc)
+            return False
+        self.preprocessor.itos = list(saved["itos"])
+        self.classes = list(saved["classes"])
+        self.stats = dict(saved["stats"])
+        self.datasets = datasets
+        self.cache_hit = True
+        log.info("data: tensorised splits from the cache %s", path)
+        return True
+
+    def _write_cache(self, path: Path) -> None:
+        saved = {
+            "itos": list(self.preprocessor.itos),
+            "classes": list(self.classes),
+            "stats": dict(self.stats),
+            "splits": {
+                split: {
+                    "ids": torch.cat(data.ids),
+                    "lengths": torch.tensor([len(x) for x in data.ids], dtype=torch.long),
+                    "labels": data.labels,
+                }
+                for split, data in self.datasets.items()
+            },
+        }
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.partial")
+            torch.save(saved, partial)
+            os.replace(partial, path)  # whole or absent: a killed write leaves no cache
+        except OSError as exc:
+            log.warning("could not write the data cache %s (%s)", path, exc)
 
     @property
     def vocab_size(self) -> int:
