@@ -373,7 +373,8 @@ def test_buffered_metrics_are_stored_before_each_checkpoint_and_at_the_end(
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=6",
         "trainer.log_every_n_steps=1",
-        "callbacks.resume_checkpoint.every_n_train_steps=4",
+        "callbacks.resume_checkpoint.every_s=null",
+        "+callbacks.resume_checkpoint.every_n_train_steps=4",
         "tracking.log_model=false",
         "+logger.mlflow.flush_every_s=3600",  # only checkpoints, epochs and the end flush
     )
@@ -387,3 +388,20 @@ def test_buffered_metrics_are_stored_before_each_checkpoint_and_at_the_end(
     history = client.get_metric_history(metrics["run_id"], "train/loss_step")
     assert sorted(m.step for m in history) == list(range(12))
     assert "train/acc" in client.get_run(metrics["run_id"]).data.metrics
+
+
+@pytest.mark.parametrize(("every_s", "written"), [(0.001, True), (600, False)])
+def test_resume_checkpoint_is_written_by_the_clock(
+    every_s: float, written: bool, make_cfg, tmp_path: Path
+) -> None:
+    import torch
+
+    cfg = make_cfg(
+        *TINY, "tracking.log_model=false", f"callbacks.resume_checkpoint.every_s={every_s}"
+    )
+    train(cfg)
+    found = list(tmp_path.glob("**/checkpoints/resume.ckpt"))
+    assert bool(found) is written
+    if written:  # overwritten at each save: the last one is mid-training, after a step
+        state = torch.load(found[0], weights_only=False, map_location="cpu")
+        assert state["global_step"] >= 2 and "labrun.ResumableState" in state["callbacks"]

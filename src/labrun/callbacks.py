@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class SampleGrid(L.Callback):
@@ -32,3 +34,23 @@ class SampleGrid(L.Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_file"):
                 logger.log_file(path, "samples")
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """The mid-epoch `resume.ckpt` for `labrun resume`, written every `every_s` seconds of
+    training and overwritten each time.
+
+    A clock, not a step count: its cost stays a fixed share of training time (a 37 MB save every
+    minute is ~0.2%) whatever a step costs, and a kill loses at most `every_s` of work. Where a
+    checkpoint falls never changes results (every batch reseeds from its position), so runs
+    with checkpoints at other moments still agree bit for bit. `every_s=null` with
+    `every_n_train_steps=N` counts steps instead.
+    """
+
+    def __init__(self, every_s: float | None = 60.0, **kwargs: Any) -> None:
+        if every_s:
+            kwargs["train_time_interval"] = timedelta(seconds=every_s)
+        kwargs.setdefault("filename", "resume")
+        kwargs.setdefault("save_top_k", 1)
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(**kwargs)
