@@ -405,3 +405,28 @@ def test_resume_checkpoint_is_written_by_the_clock(
     if written:  # overwritten at each save: the last one is mid-training, after a step
         state = torch.load(found[0], weights_only=False, map_location="cpu")
         assert state["global_step"] >= 2 and "labrun.ResumableState" in state["callbacks"]
+
+
+def test_checkpoints_are_written_whole_or_not_at_all(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from labrun.checkpoint_io import FileCheckpointIO
+    from labrun.compose import build_trainer
+
+    trainer = build_trainer(make_cfg(*TINY), run_id=None)
+    assert isinstance(trainer.strategy.checkpoint_io, FileCheckpointIO)
+    io = FileCheckpointIO()
+    target = tmp_path / "ckpt" / "a.ckpt"
+    io.save_checkpoint({"weights": torch.arange(10)}, target)
+    assert torch.equal(io.load_checkpoint(target)["weights"], torch.arange(10))
+
+    def cut_short(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"weights": torch.zeros(10)}, target)
+    monkeypatch.undo()
+    assert torch.equal(io.load_checkpoint(target)["weights"], torch.arange(10))  # old one kept
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.ckpt"]  # no partial left

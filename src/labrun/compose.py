@@ -125,4 +125,10 @@ def build_trainer(
             loggers.append(build(conf, run_id=run_id, logged_through=logged_through))
         else:
             loggers.append(build(conf))
-    return build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = {}
+    strategy = str(cfg.trainer.get("strategy", ""))
+    if "fsdp" not in strategy and not cfg.trainer.get("plugins"):  # FSDP shards write their own
+        from labrun.checkpoint_io import FileCheckpointIO
+
+        plugins["plugins"] = [FileCheckpointIO()]
+    return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
