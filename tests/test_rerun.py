@@ -346,7 +346,7 @@ def test_sigkill_then_resume_ends_like_the_uninterrupted_run(tmp_path: Path, sto
     assert run.data.tags["labrun.resumes"] == "1"
     for key in ("test/acc", "test/loss", "val/loss", "val/acc", "train/loss_epoch"):
         assert run.data.metrics[key] == done.data.metrics[key], key  # bit-identical
-    for key in ("val/loss", "train/loss_step", "epoch"):
+    for key in ("val/loss", "train/loss_step", "train/loss_epoch", "train/acc", "epoch"):
         steps = [s for s, _ in history(client, run.info.run_id, key)]
         if key != "epoch":  # Lightning logs `epoch` twice at an epoch's last step, always
             assert len(steps) == len(set(steps)), f"duplicate steps in {key}"
