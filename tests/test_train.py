@@ -376,7 +376,7 @@ def test_buffered_metrics_are_stored_before_each_checkpoint_and_at_the_end(
         "callbacks.resume_checkpoint.every_s=null",
         "+callbacks.resume_checkpoint.every_n_train_steps=4",
         "tracking.log_model=false",
-        "+logger.mlflow.flush_every_s=3600",  # only checkpoints, epochs and the end flush
+        "logger.mlflow.flush_every_s=3600",  # only checkpoints, epochs and the end flush
     )
     metrics = train(cfg, callbacks=[Look()])
     # Every 4 steps mid-epoch (that batch's own metrics travel in the checkpoint) and at each
