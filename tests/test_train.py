@@ -430,3 +430,14 @@ def test_checkpoints_are_written_whole_or_not_at_all(make_cfg, tmp_path: Path, m
     monkeypatch.undo()
     assert torch.equal(io.load_checkpoint(target)["weights"], torch.arange(10))  # old one kept
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.ckpt"]  # no partial left
+
+
+def test_the_callbacks_group_decides_whether_there_is_a_progress_bar(make_cfg) -> None:
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from labrun.compose import build_trainer
+
+    assert isinstance(build_trainer(make_cfg(), None).progress_bar_callback, RichProgressBar)
+    assert build_trainer(make_cfg("~callbacks.progress_bar"), None).progress_bar_callback is None
+    forced = make_cfg("~callbacks.progress_bar", "+trainer.enable_progress_bar=true")
+    assert build_trainer(forced, None).progress_bar_callback is not None  # Lightning's own

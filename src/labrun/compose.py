@@ -125,10 +125,16 @@ def build_trainer(
             loggers.append(build(conf, run_id=run_id, logged_through=logged_through))
         else:
             loggers.append(build(conf))
-    plugins = {}
+    extra: dict[str, Any] = {}
     strategy = str(cfg.trainer.get("strategy", ""))
     if "fsdp" not in strategy and not cfg.trainer.get("plugins"):  # FSDP shards write their own
         from labrun.checkpoint_io import FileCheckpointIO
 
-        plugins["plugins"] = [FileCheckpointIO()]
-    return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
+        extra["plugins"] = [FileCheckpointIO()]
+    if "enable_progress_bar" not in cfg.trainer:
+        # The callbacks group decides: without `callbacks.progress_bar` Lightning would add its
+        # own bar, which a sweep or a cluster log does not want and every step pays for.
+        from lightning.pytorch.callbacks import ProgressBar
+
+        extra["enable_progress_bar"] = any(isinstance(c, ProgressBar) for c in callbacks)
+    return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
