@@ -6,6 +6,7 @@ of repeats; every measurement runs in a fresh process so that memory and start-u
     python benchmarks/bench.py               # the suite -> benchmarks/results.json, BENCHMARKS.md
     python benchmarks/bench.py --quick       # fewer repeats and epochs (a smoke test)
     python benchmarks/bench.py worker NAME   # one measurement as JSON (what the suite runs)
+    python benchmarks/bench.py report        # BENCHMARKS.md again from benchmarks/results.json
 """
 
 from __future__ import annotations
@@ -66,6 +67,19 @@ def step_times(stamps: list[float | None]) -> list[float]:
     """Seconds from one batch's end to the next's within an epoch (its start counts as an end;
     None marks where an epoch begins)."""
     return [b - a for a, b in itertools.pairwise(stamps) if a and b]
+
+
+def measured(
+    epochs: list[float], stamps: list[float | None], losses: list[float], memory: list[float]
+) -> dict[str, Any]:
+    """What every training worker reports."""
+    return {
+        "epoch_s": epochs,
+        "step_s": step_times(stamps),
+        "losses": losses,
+        "rss_mb": memory,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -129,13 +143,7 @@ def plain_trec(epochs: int) -> dict[str, Any]:
                 steps.append(time.perf_counter())
             times.append(time.perf_counter() - start)
             memory.append(rss_mb())
-    return {
-        "epoch_s": times,
-        "step_s": step_times(steps),
-        "losses": losses,
-        "rss_mb": memory,
-        "peak_rss_mb": peak_rss_mb(),
-    }
+    return measured(times, steps, losses, memory)
 
 
 def plain_gan(epochs: int) -> dict[str, Any]:
@@ -180,13 +188,7 @@ def plain_gan(epochs: int) -> dict[str, Any]:
                 steps.append(time.perf_counter())
             times.append(time.perf_counter() - start)
             memory.append(rss_mb())
-    return {
-        "epoch_s": times,
-        "step_s": step_times(steps),
-        "losses": losses,
-        "rss_mb": memory,
-        "peak_rss_mb": peak_rss_mb(),
-    }
+    return measured(times, steps, losses, memory)
 
 
 def labrun_run(base: list[str], epochs: int, logging: str, loss_key: str) -> dict[str, Any]:
@@ -231,13 +233,7 @@ def labrun_run(base: list[str], epochs: int, logging: str, loss_key: str) -> dic
             out,
         )
         train(cfg, callbacks=[clock])
-    return {
-        "epoch_s": clock.times,
-        "step_s": step_times(clock.steps),
-        "losses": clock.losses,
-        "rss_mb": clock.memory,
-        "peak_rss_mb": peak_rss_mb(),
-    }
+    return measured(clock.times, clock.steps, clock.losses, clock.memory)
 
 
 def data_setup(experiment: str, cache_dir: str) -> dict[str, Any]:
@@ -366,6 +362,7 @@ def quality() -> dict[str, Any]:
             "wall_s": seconds,
             "cpu_minutes": seconds / 60,  # one torch thread: wall time is CPU time
             "reference": reference,
+            "when": time.strftime("%Y-%m-%d %H:%M"),
         }
     return out
 
@@ -567,6 +564,7 @@ def report(results: dict[str, Any]) -> str:
             for name, d in f["data_preprocessing"].items()
         ],
         "",
+        *step_line(o, g),
         f"Loss parity: {o['losses_compared']} per-batch training losses compared, largest "
         f"difference {o['max_loss_diff']:.2e} "
         f"({'match' if o['losses_match_5_decimals'] else 'DO NOT match'} to 5 decimals). "
@@ -596,7 +594,12 @@ def report(results: dict[str, Any]) -> str:
         lines += ["", *before_and_after(json.loads(BEFORE.read_text()), results)]
     lines += ["", *OPTIMISATIONS]
     if q := f.get("quality"):
+        when = next(iter(q.values())).get("when", settings["when"])
         lines += [
+            "",
+            f"Quality per CPU-minute: the default recipes as `labrun train experiment=NAME` runs "
+            f"them, each into a new run folder (the GAN trains its FID feature net first); "
+            f"measured {when} (`make bench BENCH_ARGS=--quality`).",
             "",
             "| recipe | result | wall | per CPU-minute | reference |",
             "| --- | --- | --- | --- | --- |",
@@ -638,9 +641,26 @@ OPTIMISATIONS = [
     "package).",
     "- Tensorised text data is cached under `paths.run_dir/cache/data`, keyed by the files' "
     "sha256, every preprocessing setting and the preprocessing code.",
+    "- Without `callbacks.progress_bar` there is now no bar (`enable_progress_bar` follows the "
+    "callbacks group). Lightning used to add its own RichProgressBar in its place, so the "
+    "`before` column timed labrun's loop with a bar rendering every step while the plain loop "
+    "had none: part of the `trec_lstm` gain is that bar, a measurement fault as much as a "
+    "product one.",
     "- Tried without gain: MLflow's asynchronous logging (its queue thread competes for the GIL "
     "with one torch thread) and disabling MLflow's telemetry thread.",
 ]
+
+
+def step_line(trec: dict[str, Any], gan: dict[str, Any]) -> list[str]:
+    """Median step times: the same comparison, less exposed to a noisy second."""
+    if "labrun_step_ms" not in trec or "labrun_step_ms" not in gan:
+        return []
+    parts = [
+        f"{name} {f['labrun_step_ms']:.1f} ms vs {f['plain_step_ms']:.1f} ms "
+        f"({f['labrun_step_ms'] / f['plain_step_ms']:.3f})"
+        for name, f in (("trec_lstm", trec), ("mnist_dcgan", gan))
+    ]
+    return [f"Median training step, labrun vs plain loop: {'; '.join(parts)}.", ""]
 
 
 def before_and_after(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -678,7 +698,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("mode", nargs="?", default="suite", choices=["suite", "worker"])
+    p.add_argument("mode", nargs="?", default="suite", choices=["suite", "worker", "report"])
     p.add_argument("name", nargs="?")
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument("--repeats", type=int, default=3)
@@ -691,15 +711,39 @@ def main() -> None:
         print(json.dumps(worker(args.name, args.epochs)))
         return
     repeats, epochs = (1, 2) if args.quick else (args.repeats, args.epochs)
-    results = suite(repeats, epochs, args.quality)
-    for group in results["raw"].values():  # per-batch losses were compared above; drop them
+    last = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if args.mode == "report":  # render BENCHMARKS.md again from benchmarks/results.json
+        results = last
+    else:
+        results = suite(repeats, epochs, args.quality)
+        if not args.quality and "quality" in last.get("figures", {}):  # keep the last one's
+            results["figures"]["quality"] = last["figures"]["quality"]
+    summarise_steps(results)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    REPORT.write_text(report(results))
+    print(REPORT.read_text())
+
+
+def summarise_steps(results: dict[str, Any]) -> None:
+    """Median step times into the figures; per-batch losses (compared already) and step times
+    out of the raw results, which keep epoch times and memory."""
+    for figure, group, ours, plain in (
+        ("trec_epoch_overhead", "overhead", "labrun_trec_default", "plain_trec"),
+        ("gan_epoch_overhead", "gan", "labrun_gan", "plain_gan"),
+    ):
+        runs = results["raw"].get(group, {})
+        if all(r.get("step_s") for r in runs.get(ours, []) + runs.get(plain, [])):
+            a, b = (
+                statistics.median(statistics.median(r["step_s"]) for r in runs[n])
+                for n in (ours, plain)
+            )
+            results["figures"][figure].update(labrun_step_ms=1000 * a, plain_step_ms=1000 * b)
+    for group in results["raw"].values():
         for runs in group.values() if isinstance(group, dict) else []:
             for run in runs if isinstance(runs, list) else []:
                 if isinstance(run, dict):
                     run.pop("losses", None)
-    RESULTS.write_text(json.dumps(results, indent=2))
-    REPORT.write_text(report(results))
-    print(REPORT.read_text())
+                    run.pop("step_s", None)
 
 
 if __name__ == "__main__":
