@@ -367,28 +367,39 @@ def quality() -> dict[str, Any]:
     return out
 
 
-def suite(repeats: int, epochs: int, with_quality: bool) -> dict[str, Any]:
-    results: dict[str, Any] = {"figures": {}, "raw": {}}
-    figures = results["figures"]
-
-    # 1. Overhead per epoch, and loss parity, on trec_lstm.
-    runs: dict[str, list[dict[str, Any]]] = {"plain_trec": [], "labrun_trec_default": []}
+def interleaved(names: list[str], repeats: int, epochs: int) -> dict[str, list[dict[str, Any]]]:
+    """`repeats` runs of each worker, taking turns so that machine noise hits all alike."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for _ in range(repeats):
-        for name in runs:  # interleaved, so that machine noise hits both alike
+        for name in names:
             runs[name].append(run_worker(name, epochs))
-    plain = statistics.median(median_epoch(r) for r in runs["plain_trec"])
-    ours = statistics.median(median_epoch(r) for r in runs["labrun_trec_default"])
-    a, b = runs["plain_trec"][0]["losses"], runs["labrun_trec_default"][0]["losses"]
+    return runs
+
+
+def overhead(plain: list[dict[str, Any]], ours: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median epoch times and their ratio, and the per-batch losses of the first runs compared."""
+    a, b = plain[0]["losses"], ours[0]["losses"]
     worst = max(abs(x - y) for x, y in zip(a, b, strict=True)) if len(a) == len(b) else None
-    figures["trec_epoch_overhead"] = {
-        "plain_s": plain,
-        "labrun_s": ours,
-        "ratio": ours / plain,
+    plain_s = statistics.median(median_epoch(r) for r in plain)
+    ours_s = statistics.median(median_epoch(r) for r in ours)
+    return {
+        "plain_s": plain_s,
+        "labrun_s": ours_s,
+        "ratio": ours_s / plain_s,
         "goal": "<= 1.03",
         "losses_compared": len(a),
         "max_loss_diff": worst,
         "losses_match_5_decimals": worst is not None and worst < 5e-6,
     }
+
+
+def suite(repeats: int, epochs: int, with_quality: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"figures": {}, "raw": {}}
+    figures = results["figures"]
+
+    # 1. Overhead per epoch, and loss parity, on trec_lstm.
+    runs = interleaved(["plain_trec", "labrun_trec_default"], repeats, epochs)
+    figures["trec_epoch_overhead"] = overhead(runs["plain_trec"], runs["labrun_trec_default"])
 
     # 2. Memory: peak RSS, and growth across epochs after the first (which warms the allocator
     # in both loops).
@@ -409,10 +420,7 @@ def suite(repeats: int, epochs: int, with_quality: bool) -> dict[str, Any]:
         figures["trec_peak_rss"]["labrun_mb"] / figures["trec_peak_rss"]["plain_mb"]
     )
     # 3. Tracking cost: MLflow logging every step vs no logger.
-    logged = {"labrun_trec_every_step": [], "labrun_trec_off": []}
-    for _ in range(repeats):
-        for name in logged:
-            logged[name].append(run_worker(name, epochs))
+    logged = interleaved(["labrun_trec_every_step", "labrun_trec_off"], repeats, epochs)
     on = statistics.median(median_epoch(r) for r in logged["labrun_trec_every_step"])
     off = statistics.median(median_epoch(r) for r in logged["labrun_trec_off"])
     figures["tracking_cost"] = {
@@ -462,22 +470,9 @@ def suite(repeats: int, epochs: int, with_quality: bool) -> dict[str, Any]:
         "speedup": sweep[1] / sweep[2],
     }
     # 6. The GAN's epoch against its hand-written step (100 batches per epoch).
-    gan: dict[str, list[dict[str, Any]]] = {"plain_gan": [], "labrun_gan": []}
-    for _ in range(repeats):
-        for name in gan:
-            gan[name].append(run_worker(name, epochs))
-    a, b = gan["plain_gan"][0]["losses"], gan["labrun_gan"][0]["losses"]
-    worst = max(abs(x - y) for x, y in zip(a, b, strict=True)) if len(a) == len(b) else None
-    plain = statistics.median(median_epoch(r) for r in gan["plain_gan"])
-    ours = statistics.median(median_epoch(r) for r in gan["labrun_gan"])
+    gan = interleaved(["plain_gan", "labrun_gan"], repeats, epochs)
     figures["gan_epoch_overhead"] = {
-        "plain_s": plain,
-        "labrun_s": ours,
-        "ratio": ours / plain,
-        "goal": "<= 1.03",
-        "losses_compared": len(a),
-        "max_loss_diff": worst,
-        "losses_match_5_decimals": worst is not None and worst < 5e-6,
+        **overhead(gan["plain_gan"], gan["labrun_gan"]),
         "plain_peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in gan["plain_gan"]),
         "labrun_peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in gan["labrun_gan"]),
     }
