@@ -441,3 +441,17 @@ def test_the_callbacks_group_decides_whether_there_is_a_progress_bar(make_cfg) -
     assert build_trainer(make_cfg("~callbacks.progress_bar"), None).progress_bar_callback is None
     forced = make_cfg("~callbacks.progress_bar", "+trainer.enable_progress_bar=true")
     assert build_trainer(forced, None).progress_bar_callback is not None  # Lightning's own
+
+
+def test_metric_names_mlflow_refuses_are_cleaned_not_fatal(store: str) -> None:
+    """Lightning's MLflow logger drops the characters MLflow refuses; buffering keeps that."""
+    from labrun.tracking.logger import RunLogger
+
+    logger = RunLogger(tracking_uri=store, experiment_name="names", flush_every_s=3600)
+    with pytest.warns(UserWarning, match="val/acc@5 -> val/acc5"):
+        logger.log_metrics({"val/acc@5": 0.5, "val/loss": 1.0}, step=3)
+    logger.logged_through = {"val/acc5": 3}  # a resumed run that stored step 3 already
+    logger.log_metrics({"val/acc@5": 0.7}, step=3)
+    logger.finalize("success")
+    stored = MlflowClient(store).get_metric_history(logger.run_id, "val/acc5")
+    assert [(m.step, m.value) for m in stored] == [(3, 0.5)]

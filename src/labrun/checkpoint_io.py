@@ -14,7 +14,7 @@ class FileCheckpointIO(TorchCheckpointIO):
     """Saves to `<file>.partial` and renames it into place.
 
     Lightning's own writer serialises the whole checkpoint into memory and copies it out before
-    writing, so a save briefly holds the checkpoint twice over (74 MB for the text model with
+    writing, so a save briefly holds the checkpoint twice over (the text model's is 37 MB with
     its Adam state). Streaming to a partial file keeps peak memory flat; the rename keeps the
     guarantee that a killed save never leaves a cut-short file under the real name. Remote
     paths (`s3://...`) go to Lightning's writer.

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from mlflow.entities import Metric
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000  # MLflow's limit on metrics per `log_batch`
+_NOT_IN_A_NAME = re.compile(r"[^a-zA-Z0-9_/. -]+")  # Lightning's rule for MLflow metric names
+
+
+def metric_name(key: str) -> str:
+    """`key` as MLflow stores it: characters it refuses dropped, with a warning."""
+    name = _NOT_IN_A_NAME.sub("", key)
+    if name != key:
+        rank_zero_warn(f"MLflow metric names allow only '_', '/', '.', ' ': {key} -> {name}")
+    return name
 
 
 class RunLogger(MLFlowLogger):
@@ -46,15 +57,12 @@ class RunLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        if self.logged_through and step is not None:
-            metrics = {k: v for k, v in metrics.items() if step > self.logged_through.get(k, -1)}
+        named = {metric_name(k): v for k, v in metrics.items() if not isinstance(v, str)}
+        if self.logged_through and step is not None:  # stored names, so compare those
+            named = {k: v for k, v in named.items() if step > self.logged_through.get(k, -1)}
         stamp = int(time.time() * 1000)
         self._pending += [
-            Metric(key=k, value=float(v), timestamp=stamp, step=step or 0)
-            for k, v in metrics.items()
-            if not isinstance(v, str)
+            Metric(key=k, value=float(v), timestamp=stamp, step=step or 0) for k, v in named.items()
         ]
         if (
             len(self._pending) >= MAX_BATCH
@@ -76,12 +84,12 @@ class RunLogger(MLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        if status == "success":
-            self.flush()
-            return
-        try:  # training failed already: keep what can be kept, and that error
+        try:
             self.flush()
         except Exception as error:
+            if status == "success":
+                raise
+            # training failed already: keep what can be kept, and that error
             log.warning("could not store the last %d metrics: %s", len(self._pending), error)
 
     @rank_zero_only
