@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install train test test-all lint format ui server server-stop bench clean
+.PHONY: install train test lint format ui server server-stop bench clean
 PG_PORT ?= 5433
 
 install: $(STAMP)
@@ -50,10 +50,10 @@ server: install
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 		{ command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get install -y -q postgresql; } || \
 		{ echo "make server: install PostgreSQL first (apt-get install postgresql, brew install postgresql@15)"; exit 2; }
-	$(BIN)/python -m labrun.tracking.server start --dir runs/server --port $(PORT) --pg-port $(PG_PORT)
+	$(BIN)/labrun server start --dir runs/server --port $(PORT) --pg-port $(PG_PORT)
 
 server-stop: install
-	$(BIN)/python -m labrun.tracking.server stop --dir runs/server
+	$(BIN)/labrun server stop --dir runs/server
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache dist build

@@ -100,9 +100,9 @@ def plain_setup(base: list[str], epochs: int, out: str) -> tuple[Any, Any, Any]:
     """(config, data module after setup, module) exactly as `labrun train` builds them, with
     the same seed, threads and deterministic algorithms."""
     import torch
+    from labrun.compose import build
 
     from labrun import determinism
-    from labrun.compose import build
 
     cfg = compose([*base, f"trainer.max_epochs={epochs}"], out)
     determinism.apply(cfg.seed, cfg.threads)
@@ -196,7 +196,6 @@ def labrun_run(base: list[str], epochs: int, logging: str, loss_key: str) -> dic
     timed per epoch by a callback; `logging`: `default`, `every_step` or `off`. The per-batch
     loss is what `training_step` returned, or else what the module logged (`loss_key`)."""
     import lightning as L
-
     from labrun.train import train
 
     class Clock(L.Callback):
@@ -241,7 +240,6 @@ def data_setup(experiment: str, cache_dir: str) -> dict[str, Any]:
     (imports first: importing the stack takes ~4 s of its own, measured under start-up), with
     the tensorised-data cache in `cache_dir`: an empty one is the cold case."""
     from hydra.utils import get_class
-
     from labrun.compose import build
 
     with tempfile.TemporaryDirectory() as out:

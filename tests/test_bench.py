@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT, labrun_env
+from tests.helpers import ROOT, labrun_env
 
 
 def worker(name: str, tmp_path) -> dict:

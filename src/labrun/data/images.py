@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from labrun.data.splits import ShardSampler, ShuffledBatchSampler, SplitDataModule
+from labrun.data.samplers import ShardSampler, ShuffledBatchSampler
+from labrun.data.splits import SplitDataModule
 from labrun.errors import DataError
 
 log = logging.getLogger(__name__)

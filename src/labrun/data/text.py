@@ -4,33 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
-import os
-import random
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from labrun.data import text_cache
 from labrun.data.download import ensure_file
 from labrun.data.formats import READERS, Row, read_lines_as
 from labrun.data.preprocess import TextPreprocessor
-from labrun.data.splits import EpochBatchSampler, SplitDataModule
+from labrun.data.samplers import BucketBatchSampler
+from labrun.data.splits import SplitDataModule, stratified_cut
 from labrun.errors import DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-# The code that turns files into tensors: an edit to any of them invalidates cached data.
-PREPROCESSING_CODE = ("text.py", "formats.py", "preprocess.py")
 
 
 class EncodedTexts(Dataset):
-    def __init__(self, ids: list[torch.Tensor], labels: list[int]) -> None:
+    def __init__(self, ids: list[torch.Tensor], labels: list[int] | torch.Tensor) -> None:
         self.ids = ids
-        self.labels = torch.tensor(labels, dtype=torch.long)
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -45,45 +41,6 @@ def pad_batch(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Ten
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     ids = torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=0)
     return ids, lengths, torch.stack(labels)
-
-
-class BucketBatchSampler(EpochBatchSampler):
-    """Batches of similar length, so padding stays small; order seeded by (seed, epoch).
-
-    Indices are shuffled, cut into pools of `pool_batches` batches, sorted by length inside each
-    pool and batched; the batches are then shuffled. Without `shuffle`, batches go in length
-    order (val and test).
-    """
-
-    def __init__(
-        self,
-        lengths: list[int],
-        batch_size: int,
-        seed: int,
-        shuffle: bool = True,
-        pool_batches: int = 50,
-    ) -> None:
-        super().__init__(seed, shuffle)
-        self.lengths = lengths
-        self.batch_size = batch_size
-        self.pool = batch_size * pool_batches
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        n = len(self.lengths)
-        if not self.shuffle:
-            order = sorted(range(n), key=lambda i: (self.lengths[i], i))
-            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
-        g = self.generator(epoch)
-        perm = torch.randperm(n, generator=g).tolist()
-        batches = []
-        for start in range(0, n, self.pool):
-            pool = sorted(perm[start : start + self.pool], key=lambda i: (self.lengths[i], i))
-            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        order = torch.randperm(len(batches), generator=g).tolist()
-        return [batches[i] for i in order]
-
-    def count(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 
 class TextClassificationData(SplitDataModule):
@@ -130,6 +87,7 @@ class TextClassificationData(SplitDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
     ) -> None:
+        """Long because every argument is a config key (`conf/data/`), checked and kept as is."""
         super().__init__()
         if format not in (*READERS, "per_class"):
             raise DataError(
@@ -250,23 +208,6 @@ class TextClassificationData(SplitDataModule):
             log.info("%s: dropped %d empty and %d duplicate rows", split, empty, duplicates)
         return out
 
-    def _stratified_cut(
-        self, rows: list[tuple[str, str]], fraction: float, salt: int
-    ) -> tuple[list, list]:
-        """(kept, cut): `fraction` of each class, chosen by a generator seeded with split_seed."""
-        rng = random.Random(self.split_seed * 1000 + salt)
-        by_class: dict[str, list[int]] = defaultdict(list)
-        for i, (label, _) in enumerate(rows):
-            by_class[label].append(i)
-        cut: set[int] = set()
-        for label in sorted(by_class):
-            idx = by_class[label]
-            rng.shuffle(idx)
-            cut.update(idx[: round(len(idx) * fraction)])
-        return [r for i, r in enumerate(rows) if i not in cut], [
-            r for i, r in enumerate(rows) if i in cut
-        ]
-
     def _load_splits(self) -> dict[str, list[tuple[str, str]]]:
         if self.format == "per_class":
             rows: list[Row] = []
@@ -283,12 +224,12 @@ class TextClassificationData(SplitDataModule):
         rel_of = self.files if self.format != "per_class" else {}
         splits = {s: self._clean(s, rows, rel_of.get(s, "")) for s, rows in raw.items()}
         if "test" not in splits:
-            splits["train"], splits["test"] = self._stratified_cut(
-                splits["train"], self.test_fraction, 1
+            splits["train"], splits["test"] = stratified_cut(
+                splits["train"], self.test_fraction, self.split_seed * 1000 + 1
             )
         if "val" not in splits:
-            splits["train"], splits["val"] = self._stratified_cut(
-                splits["train"], self.val_fraction, 2
+            splits["train"], splits["val"] = stratified_cut(
+                splits["train"], self.val_fraction, self.split_seed * 1000 + 2
             )
         for split in SPLITS:
             self.stats.setdefault(f"{split}_empty_dropped", 0)  # a split cut from train
@@ -343,76 +284,37 @@ class TextClassificationData(SplitDataModule):
             self.datasets[split] = EncodedTexts(ids, [index[label] for label, _ in splits[split]])
         self.stats["vocab_size"] = self.vocab_size
 
-    # -- the tensorised-data cache -------------------------------------------------------
+    # -- the tensorised-data cache (`labrun.data.text_cache`) ------------------------------
 
     def _cache_path(self) -> Path | None:
         if self.cache_dir is None:
             return None
         for rel in self._relpaths():  # fingerprints every file: the data is part of the key
             self._load(rel)
-        here = Path(__file__).parent
-        settings = {
-            name: getattr(self, name)
-            for name in (
-                "format", "files", "class_files", "encoding", "labels", "fine_labels",
-                "label_column", "text_columns", "val_fraction", "test_fraction", "split_seed",
-                "drop_duplicates", "min_freq", "max_size",
-            )
-        }  # fmt: skip
+        settings: dict[str, Any] = {name: getattr(self, name) for name in text_cache.SETTINGS}
         settings["preprocessor"] = dataclasses.asdict(self.preprocessor)  # with a restored vocab
         settings["classes"] = self.classes if self._restored else None
         settings["fingerprint"] = self.fingerprint
-        settings["code"] = {
-            f: hashlib.sha256((here / f).read_bytes()).hexdigest() for f in PREPROCESSING_CODE
-        }
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        return self.cache_dir / f"text-{key[:32]}.pt"
+        return text_cache.path_for(self.cache_dir, settings)
 
     def _read_cache(self, path: Path) -> bool:
         self.cache_hit = False
-        if not path.is_file():
-            return False
-        try:
-            saved = torch.load(path, weights_only=True)
-            datasets = {
-                split: EncodedTexts(
-                    list(torch.split(part["ids"], part["lengths"].tolist())),
-                    part["labels"].tolist(),
-                )
-                for split, part in saved["splits"].items()
-            }
-        except Exception as exc:  # a damaged cache costs a rebuild, never a wrong result
-            log.warning("ignoring the unreadable data cache %s (%s)", path, exc)
+        saved = text_cache.load(path)
+        if saved is None:
             return False
         self.preprocessor.itos = list(saved["itos"])
         self.classes = list(saved["classes"])
         self.stats = dict(saved["stats"])
-        self.datasets = datasets
+        self.datasets = {
+            split: EncodedTexts(ids, labels) for split, (ids, labels) in saved["splits"].items()
+        }
         self.cache_hit = True
         log.info("data: tensorised splits from the cache %s", path)
         return True
 
     def _write_cache(self, path: Path) -> None:
-        saved = {
-            "itos": list(self.preprocessor.itos),
-            "classes": list(self.classes),
-            "stats": dict(self.stats),
-            "splits": {
-                split: {
-                    "ids": torch.cat(data.ids),
-                    "lengths": torch.tensor([len(x) for x in data.ids], dtype=torch.long),
-                    "labels": data.labels,
-                }
-                for split, data in self.datasets.items()
-            },
-        }
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            torch.save(saved, partial)
-            os.replace(partial, path)  # whole or absent: a killed write leaves no cache
-        except OSError as exc:
-            log.warning("could not write the data cache %s (%s)", path, exc)
+        splits = {split: (data.ids, data.labels) for split, data in self.datasets.items()}
+        text_cache.save(path, self.preprocessor.itos, self.classes, self.stats, splits)
 
     @property
     def vocab_size(self) -> int:

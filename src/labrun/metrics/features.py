@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from labrun.errors import ConfigError
+from labrun.files import written_whole
 
 log = logging.getLogger(__name__)
 VERSION = 2  # bump when LeNet or its training changes, to invalidate caches
@@ -235,31 +235,44 @@ def load_or_train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = LeNet(channels, size, dm.num_classes)
-        x, y = dm.normalized("train")
-        train_net(net, x, y, max_epochs, lr, batch_size, seed)
-        x_test, y_test = dm.normalized("test")
-        with torch.no_grad():
-            pred = torch.cat(
-                [net(x_test[i : i + 1000]).argmax(-1) for i in range(0, len(x_test), 1000)]
-            )
-        test_acc = (pred == y_test).float().mean().item()
-        n = min(n_floor, len(x_test), len(x))
-        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-        floor_fid, floor_kid = _fid_kid(net, x[pick], x_test[:n])
+        space = _train_space(net, dm, key, max_epochs, lr, batch_size, seed, n_floor)
+    with written_whole(path) as partial:  # whole or absent, never half-written
+        torch.save(
+            {
+                "state_dict": net.state_dict(),
+                "test_acc": space.test_acc,
+                "floor_fid": space.floor_fid,
+                "floor_kid": space.floor_kid,
+                "settings": json.dumps(settings),
+            },
+            partial,
+        )
+    return space
+
+
+def _train_space(
+    net: LeNet,
+    dm: Any,
+    key: str,
+    max_epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    n_floor: int,
+) -> FeatureSpace:
+    """Train `net` on the train split; measure its test accuracy and the real-vs-real floor."""
+    x, y = dm.normalized("train")
+    train_net(net, x, y, max_epochs, lr, batch_size, seed)
+    x_test, y_test = dm.normalized("test")
+    with torch.no_grad():
+        pred = torch.cat(
+            [net(x_test[i : i + 1000]).argmax(-1) for i in range(0, len(x_test), 1000)]
+        )
+    test_acc = (pred == y_test).float().mean().item()
+    n = min(n_floor, len(x_test), len(x))
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    floor_fid, floor_kid = _fid_kid(net, x[pick], x_test[:n])
     log.info("feature classifier: test accuracy %.4f, real-vs-real FID %.3f", test_acc, floor_fid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.part")
-    torch.save(
-        {
-            "state_dict": net.state_dict(),
-            "test_acc": test_acc,
-            "floor_fid": floor_fid,
-            "floor_kid": floor_kid,
-            "settings": json.dumps(settings),
-        },
-        tmp,
-    )
-    tmp.replace(path)  # whole or absent, never half-written
     return FeatureSpace(net, key, test_acc, floor_fid, floor_kid)
 
 

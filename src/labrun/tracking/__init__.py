@@ -1,4 +1,1 @@
-from labrun.tracking.logger import RunLogger
-from labrun.tracking.run import TrackedRun, flatten
-
-__all__ = ["RunLogger", "TrackedRun", "flatten"]
+"""Writing a run: its lifecycle, signals, heartbeat, logger, records, provenance, secrets, plots."""

@@ -10,24 +10,12 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from labrun.contracts import HasTestResults, TestResults
 from labrun.tracking import provenance
-from labrun.tracking.artifacts import confusion_png, coverage_png, roc_png
-from labrun.tracking.run import TrackedRun, flatten
+from labrun.tracking.params import flatten
+from labrun.tracking.plots import confusion_png, coverage_png, roc_png
+from labrun.tracking.run import TrackedRun
 from labrun.tracking.secrets import redact, scrub_text
-
-
-def multirun_tags() -> dict[str, str]:
-    """Child-run tags for a job of a Hydra multirun, whose parent the sweep callback opened."""
-    from hydra.types import RunMode
-
-    from labrun.tracking.sweeps import child_tags, read_parent_file
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return {}
-    info = read_parent_file(HydraConfig.get().sweep.dir)
-    if info is None:
-        return {}
-    return child_tags(info["run_id"], info["sweep_id"], HydraConfig.get().job.num)
 
 
 def open_run(
@@ -40,7 +28,6 @@ def open_run(
         "labrun.task": task,
         **{str(k): str(v) for k, v in t.tags.items()},
         **{f"labrun.tag.{tag}": "1" for tag in cfg.tags},
-        **multirun_tags(),
         **(tags or {}),
     }
     name = t.run_name
@@ -121,26 +108,8 @@ def record_results(
     run.log_dict(metrics, "metrics/final.json")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        results = getattr(model, "test_results", {})
-        if "confusion" in results:
-            run.log_file(
-                confusion_png(
-                    results["confusion"], dm.class_names, tmp_path / "confusion_matrix.png"
-                ),
-                "plots",
-            )
-            run.log_file(roc_png(*results["roc"], dm.class_names, tmp_path / "roc.png"), "plots")
-        if "samples" in results:
-            from torchvision.utils import save_image
-
-            save_image(results["samples"], tmp_path / "samples_final.png", nrow=8)
-            run.log_file(tmp_path / "samples_final.png", "plots")
-        if "coverage" in results:
-            run.log_dict(results["coverage"], "metrics/coverage.json")
-            run.log_file(
-                coverage_png(results["coverage"], dm.class_names, tmp_path / "coverage.png"),
-                "plots",
-            )
+        results = model.test_results if isinstance(model, HasTestResults) else {}
+        record_test_results(run, results, dm.class_names, tmp_path)
         for name, path in checkpoints.items():
             if path and Path(path).is_file():
                 target = tmp_path / f"{name}.ckpt"
@@ -148,6 +117,25 @@ def record_results(
                 run.log_file(target, "checkpoints")
         if exported is not None and cfg.tracking.log_model:
             log_model(run, exported, tmp_path / "model")
+
+
+def record_test_results(
+    run: TrackedRun, results: TestResults, class_names: list[str], tmp: Path
+) -> None:
+    """Each kind of test result the contract names (`contracts.TestResults`) as its artifact."""
+    if "confusion" in results:
+        confusion = confusion_png(results["confusion"], class_names, tmp / "confusion_matrix.png")
+        run.log_file(confusion, "plots")
+    if "roc" in results:
+        run.log_file(roc_png(*results["roc"], class_names, tmp / "roc.png"), "plots")
+    if "samples" in results:
+        from torchvision.utils import save_image
+
+        save_image(results["samples"], tmp / "samples_final.png", nrow=8)
+        run.log_file(tmp / "samples_final.png", "plots")
+    if "coverage" in results:
+        run.log_dict(results["coverage"], "metrics/coverage.json")
+        run.log_file(coverage_png(results["coverage"], class_names, tmp / "coverage.png"), "plots")
 
 
 def log_model(run: TrackedRun, model: Any, path: Path) -> None:

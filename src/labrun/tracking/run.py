@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
-import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -21,65 +16,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from labrun.errors import TrackingError
-from labrun.tracking.secrets import (
-    REDACTED,
-    environment_secrets,
-    is_secret_key,
-    redact,
-    scrub_text,
-)
+from labrun.store.client import check_reachable, ensure_experiment
+from labrun.tracking.heartbeat import Heartbeat, process_tags
+from labrun.tracking.params import safe_values
+from labrun.tracking.secrets import redact, scrub_text
 
 log = logging.getLogger(__name__)
-# MLflow retries an unreachable server for minutes by default; fail within seconds instead.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-MAX_PARAM_LENGTH = 6000  # MLflow's limit; the full config is an artifact anyway
-
-
-def check_reachable(uri: str, timeout_s: float) -> None:
-    """Fail in seconds, with the fix, instead of MLflow's minutes of retries."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
-                return
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingError(
-                f"cannot reach the tracking server at {uri} ({reason}); start it, "
-                "or point tracking.uri / MLFLOW_TRACKING_URI at a running one"
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Dotted keys to string values, in key order, for MLflow params."""
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)[:MAX_PARAM_LENGTH]
-    return flat
-
-
-def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
-    """The id of experiment `name`, created with artifacts under `artifact_root/name` if new."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = (Path(artifact_root) / name).resolve().as_uri() if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
-
-
-def safe_values(items: Mapping[str, Any]) -> dict[str, str]:
-    """Param or tag values as stored: redacted under a secret's key, scrubbed otherwise."""
-    secrets = environment_secrets()  # read once: a config has hundreds of params
-    return {
-        k: REDACTED if is_secret_key(k.split(".")[-1]) else scrub_text(str(v), secrets=secrets)
-        for k, v in items.items()
-    }
 
 
 def last_steps(client: MlflowClient, run: Any) -> dict[str, int]:
@@ -88,48 +30,6 @@ def last_steps(client: MlflowClient, run: Any) -> dict[str, int]:
         key: max(m.step for m in client.get_metric_history(run.info.run_id, key))
         for key in run.data.metrics
     }
-
-
-def process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot), so a reused pid is not mistaken
-    for the process that opened a run; None where /proc does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_tags() -> dict[str, str]:
-    """Which process holds the run: `labrun runs --stale` checks it is still alive."""
-    pid = os.getpid()
-    return {
-        "labrun.hostname": socket.gethostname(),
-        "labrun.pid": str(pid),
-        "labrun.pid_start": process_start(pid) or "",
-        "labrun.heartbeat": str(int(time.time())),
-    }
-
-
-class Heartbeat(threading.Thread):
-    """Stamps `labrun.heartbeat` on the run every `interval_s` while it is open, so that a run
-    whose machine died can be told from one that is busy (a long epoch, a feature net)."""
-
-    def __init__(self, client: MlflowClient, run_id: str, interval_s: float = 60.0) -> None:
-        super().__init__(name=f"labrun-heartbeat-{run_id[:8]}", daemon=True)
-        self.client, self.run_id, self.interval_s = client, run_id, interval_s
-        self._stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self._stopped.wait(self.interval_s):
-            try:
-                self.client.set_tag(self.run_id, "labrun.heartbeat", str(int(time.time())))
-            except Exception as exc:  # a busy store skips one beat; the run goes on
-                log.debug("heartbeat skipped: %s", exc)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join(timeout=5)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -318,33 +218,3 @@ class TrackedRun:
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, redact(data), artifact_file)
-
-    def log_files(self, paths: Iterable[Path], artifact_dir: str) -> None:
-        for path in paths:
-            self.log_file(path, artifact_dir)
-
-
-class FollowerRun:
-    """What ranks other than 0 hold instead of a `TrackedRun`: rank 0's run id, and no-op
-    recording, so that one job makes one run whatever its number of processes."""
-
-    def __init__(self) -> None:
-        from labrun.ranks import RUN_ID_ENV
-
-        self.run_id = os.environ.get(RUN_ID_ENV, "")
-        self.logged_through: dict[str, int] = {}
-
-    def __enter__(self) -> FollowerRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def raise_if_signalled(self) -> None:
-        return None
-
-    def stop_callback(self) -> Callback:
-        return Callback()
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        return None

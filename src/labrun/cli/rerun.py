@@ -1,0 +1,36 @@
+"""`labrun rerun RUN_ID [OVERRIDES]`: train a stored run again; a drift report, then REPRODUCED
+or DIFFERS (exit 0 or 1; 3 when drift stops it)."""
+
+from __future__ import annotations
+
+import argparse
+
+from labrun.cli.common import add_store_options
+from labrun.rerun.rerun import __doc__ as rerun_doc
+from labrun.rerun.rerun import rerun
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="labrun rerun",
+        description=rerun_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_id")
+    p.add_argument("overrides", nargs="*", help="key=value on top of the stored config: a variant")
+    p.add_argument(
+        "--at-commit",
+        action="store_true",
+        help="run the recorded commit plus its recorded diff, in a temporary git worktree",
+    )
+    p.add_argument("--allow-drift", action="store_true", help="run even if the environment drifted")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (non-exact runs)")
+    p.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance (non-exact runs)")
+    add_store_options(p)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    result = rerun(parse(argv))
+    if result.get("verdict") == "DIFFERS":
+        raise SystemExit(1)

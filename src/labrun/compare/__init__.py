@@ -1,0 +1,1 @@
+"""Comparing runs: selection, pooled statistics, pair diffs, plots, rendering."""

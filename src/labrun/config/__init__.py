@@ -1,0 +1,1 @@
+"""Composing configs: Hydra composition, the root schema, `_target_` checks, error wording."""

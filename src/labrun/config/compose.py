@@ -1,0 +1,123 @@
+"""Where the configs live, the resolvers they use, and the one composer: the first step of the
+loop. The CLI's preflight, sweep trials, reruns and tests all compose through `compose`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # src/labrun (or site-packages/labrun)
+ROOT_MARKERS = ("pyproject.toml", ".git")
+
+
+def config_dir() -> Path:
+    """The config folder: the one shipped in the wheel, else the source checkout's `conf/`."""
+    packaged = PACKAGE_DIR / "conf"
+    if packaged.is_dir():
+        return packaged
+    return PACKAGE_DIR.parent.parent / "conf"
+
+
+def recipes_dir() -> Path:
+    """The recipes (the `experiment` group): shipped in the wheel, else `experiments/`."""
+    packaged = PACKAGE_DIR / "experiments"
+    if packaged.is_dir():
+        return packaged
+    return PACKAGE_DIR.parent.parent / "experiments"
+
+
+def project_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """`$LABRUN_ROOT`, else the nearest folder above `start` (the cwd) holding a project marker.
+
+    A user running from a sub-folder of their project gets the project's run folder, and one
+    running outside any project gets the current directory.
+    """
+    if env := os.environ.get("LABRUN_ROOT"):
+        return Path(env).resolve()
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / marker).exists() for marker in ROOT_MARKERS):
+            return folder
+    return here
+
+
+def register_resolvers() -> None:
+    """Resolvers, schemas and recipes the configs use; safe to call more than once."""
+    from labrun.config.schema import register_recipes, register_schemas
+
+    if not OmegaConf.has_resolver("labrun.root"):
+        OmegaConf.register_new_resolver("labrun.root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("labrun.abspath"):
+        OmegaConf.register_new_resolver("labrun.abspath", lambda p: str(Path(p).resolve()))
+    register_schemas()
+    register_recipes(recipes_dir())
+
+
+def compose(
+    config_name: str, overrides: list[str], return_hydra_config: bool = False
+) -> DictConfig:
+    """Hydra's composition of `config_name` with `overrides`, outside `@hydra.main`.
+
+    Any composition error (unknown key, wrong type, unknown group option) is a `ConfigError`
+    of one line naming the key.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from labrun.config.explain import explain
+    from labrun.errors import ConfigError
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose(
+                config_name=config_name,
+                overrides=overrides,
+                return_hydra_config=return_hydra_config,
+            )
+    except Exception as exc:  # Hydra's and OmegaConf's errors, as one line naming the key
+        raise ConfigError(explain(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def preflight(config_name: str, overrides: list[str]) -> None:
+    """Compose and check every `_target_` before Hydra starts the job: a bad key or type fails
+    here, in one line, before any output folder, run or data read exists."""
+    from labrun.config.explain import explain
+    from labrun.config.targets import check_targets
+    from labrun.errors import ConfigError
+
+    cfg = compose(config_name, overrides)
+    try:
+        check_targets(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a signature that cannot be read, an import that fails oddly
+        raise ConfigError(explain(exc)) from None
+
+
+def compose_task(overrides: list[str], output_dir: str, config_name: str = "train") -> DictConfig:
+    """A task's config composed outside `@hydra.main` (sweep trials, tests), fully resolved.
+
+    `output_dir` stands in for the run folder Hydra would have made; Hydra's own node is
+    dropped once the `${hydra:...}` values it feeds are resolved.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    cfg = compose(
+        config_name, [f"paths.output_dir={output_dir}", *overrides], return_hydra_config=True
+    )
+    HydraConfig.instance().set_config(cfg)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.tracking.experiment = cfg.hydra.runtime.choices.experiment
+    OmegaConf.resolve(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg

@@ -1,0 +1,214 @@
+"""What a `_target_` may name, and each `_target_` node checked against the signature of the
+class it builds: unknown keys and wrong types fail before anything is built, naming the key.
+
+A config read back from a tracking store is untrusted: `_target_` names code that runs, so it
+must lie inside the allowlist, and nothing it names is imported before that check.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+import types
+import typing
+from collections import abc
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+
+from labrun.errors import ConfigError
+
+_META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+# `_target_` names a callable that instantiate() will run: only these packages may be named.
+# A config read back from a tracking store is untrusted; `allowed_targets` adds packages.
+ALLOWED_TARGETS = ("labrun", "torch", "torchvision", "torchmetrics", "lightning")
+# Inside those packages, callables that load pickles, fetch code or compile it.
+DENIED_TARGETS = (
+    "torch.hub",
+    "torch.load",
+    "torch.jit.load",
+    "torch.package",
+    "torch.utils.cpp_extension",
+    "torch.serialization",
+    "lightning.pytorch.cli",
+    "lightning.fabric.cli",
+    "labrun.cli",
+)
+
+
+def _within(target: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    return any(target == p or target.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
+def check_allowed(target: str, where: str, allowed: tuple[str, ...] | list[str] = ()) -> None:
+    """Refuse a `_target_` outside the allowlist, before anything is imported."""
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"'{where}._target_' must be a dotted name, got {target!r}")
+    extra = [a for a in allowed if a]
+    if _within(target, DENIED_TARGETS) and not _within(target, [a for a in extra if "." in a]):
+        raise ConfigError(
+            f"'{where}._target_: {target}' is refused: it can load or run arbitrary code"
+        )
+    if not _within(target, (*ALLOWED_TARGETS, *extra)):
+        raise ConfigError(
+            f"'{where}._target_: {target}' is outside the allowed packages "
+            f"({', '.join((*ALLOWED_TARGETS, *extra))}); if you trust it, add its package to "
+            "allowed_targets (e.g. allowed_targets=[mypkg])"
+        )
+
+
+def check_targets(
+    cfg: DictConfig, prefix: str = "", allowed: tuple[str, ...] | list[str] | None = None
+) -> None:
+    """Check every `_target_` node below `cfg`: allowed, importable, known keys, right types.
+
+    `allowed` adds packages to the allowlist; by default the config's own `allowed_targets`.
+    """
+    if allowed is None:
+        allowed = list(cfg.get("allowed_targets") or []) if isinstance(cfg, DictConfig) else []
+    if isinstance(cfg, DictConfig):
+        if "_target_" in cfg:
+            _check_node(cfg, prefix, allowed)
+        for key in cfg:
+            child = _get(cfg, key)
+            if isinstance(child, (DictConfig, ListConfig)):
+                check_targets(child, f"{prefix}{key}.", allowed)
+    elif isinstance(cfg, ListConfig):
+        for i, child in enumerate(cfg):
+            if isinstance(child, (DictConfig, ListConfig)):
+                check_targets(child, f"{prefix}{i}.", allowed)
+
+
+def check_untrusted(cfg: DictConfig, allowed: tuple[str, ...] | list[str], source: str) -> None:
+    """Check a config read from `source` (a tracking store) before anything is built from it.
+
+    Every `_target_` must be inside the allowlist; nothing is imported here. The stored
+    `allowed_targets` is ignored (the stored text could allow anything): `allowed` comes from
+    the user. Stored configs are resolved, so an interpolation in one (`${oc.env:AWS_SECRET}`)
+    is refused rather than evaluated. Keys and types are checked later, by `check_targets`.
+    """
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
+        if isinstance(value, str) and "${" in value:
+            raise ConfigError(
+                f"the config stored in {source} has an interpolation at '{key}' ({value!r}); "
+                "stored configs are resolved, so this one was edited: refusing to evaluate it"
+            )
+        if key == "_target_" or key.endswith("._target_"):
+            check_allowed(value, key.removesuffix("._target_").removesuffix("_target_"), allowed)
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        return [kv for k, v in tree.items() for kv in _leaves(v, f"{prefix}{k}.")]
+    if isinstance(tree, list):
+        return [kv for i, v in enumerate(tree) for kv in _leaves(v, f"{prefix}{i}.")]
+    return [(prefix.rstrip("."), tree)]
+
+
+def _get(cfg: DictConfig, key: Any) -> Any:
+    """A value, or None when it needs a runtime-only interpolation (such as `${hydra:...}`)."""
+    try:
+        return cfg[key]
+    except InterpolationResolutionError:
+        return None
+
+
+def _check_node(node: DictConfig, prefix: str, allowed: tuple[str, ...] | list[str]) -> None:
+    target = node["_target_"]
+    where = prefix.rstrip(".") or "<root>"
+    check_allowed(target, where, allowed)
+    obj = _import(target, where)
+    params, accepts_any = _parameters(obj)
+    for key in node:
+        if key in _META_KEYS:
+            continue
+        if key not in params:
+            if accepts_any:
+                continue
+            hint = difflib.get_close_matches(str(key), list(params), n=1)
+            fix = (
+                f"did you mean '{prefix}{hint[0]}'?" if hint else f"valid keys: {', '.join(params)}"
+            )
+            raise ConfigError(f"unknown key '{prefix}{key}' for {target}; {fix}")
+        annotation = params[key]
+        value = _get(node, key)
+        if value is None and OmegaConf.is_interpolation(node, key):
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=False)
+        if not _matches(value, annotation):
+            raise ConfigError(
+                f"'{prefix}{key}' must be {_type_name(annotation)}, got {value!r} "
+                f"({type(value).__name__}); fix the value in the config or on the command line"
+            )
+
+
+def _import(target: str, where: str) -> Any:
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"'{where}._target_': cannot import '{target}' ({exc})") from None
+
+
+def _parameters(obj: Any) -> tuple[dict[str, Any], bool]:
+    """Constructor parameters with their resolved annotations, and whether **kwargs is taken."""
+    func = obj.__init__ if inspect.isclass(obj) else obj
+    signature = inspect.signature(func)
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # annotations naming TYPE_CHECKING-only types: check keys, not types
+        hints = {}
+    params: dict[str, Any] = {}
+    accepts_any = False
+    for name, p in signature.parameters.items():
+        if name == "self" or p.kind is p.VAR_POSITIONAL:
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            accepts_any = True
+            continue
+        params[name] = hints.get(name, Any)
+    return params, accepts_any
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    if isinstance(value, dict) and "_target_" in value:
+        return True  # built by instantiate; checked as a node of its own
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (os.PathLike,) or origin is os.PathLike:
+        return isinstance(value, str)
+    container = origin or annotation
+    if container in (list, tuple, abc.Sequence):
+        return isinstance(value, (list, tuple))
+    if container in (dict, abc.Mapping):
+        return isinstance(value, dict)
+    return True  # a class or construct with no config form: leave it to the constructor
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    name = getattr(annotation, "__name__", None)
+    return name if name and typing.get_origin(annotation) is None else str(annotation)

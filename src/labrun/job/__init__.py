@@ -1,0 +1,1 @@
+"""The train and eval tasks: build from config, fit, test, record."""

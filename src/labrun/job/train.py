@@ -1,0 +1,106 @@
+"""The train task: compose -> instantiate -> fit -> test -> record, in one MLflow run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from labrun.config.targets import check_targets
+from labrun.contracts import DataModule, Exports, Prepares, require
+from labrun.job import determinism, ranks
+from labrun.job.build import build, build_trainer
+from labrun.resume.state import ResumableState
+from labrun.tracking.logger import RunLogger
+from labrun.tracking.record import (
+    open_run,
+    record_config,
+    record_data,
+    record_provenance,
+    record_results,
+    record_resume,
+)
+
+log = logging.getLogger(__name__)
+# Testing uses the first ModelCheckpoint (the ranked one); the second only serves `resume`.
+warnings.filterwarnings("ignore", message=r".*multiple `ModelCheckpoint` callbacks.*")
+
+
+def train(
+    cfg: DictConfig,
+    callbacks: list[Any] | None = None,
+    tags: dict[str, str] | None = None,
+    resume_run_id: str | None = None,
+) -> dict[str, Any]:
+    """One run: `callbacks` join the config's (a sweep's pruner), `tags` mark it (a trial).
+
+    With `resume_run_id`, training continues from `cfg.ckpt_path` inside that run: its config is
+    already recorded, metrics go on from the last stored step, and this process's provenance is
+    added beside the original's. Returns the final metrics and `run_id`.
+    """
+    check_targets(cfg)
+    determinism.apply(cfg.seed, cfg.threads)
+    leader = ranks.is_rank_zero()  # other DDP ranks train too, but record nothing
+    run_scope = open_run(cfg, "train", tags, resume_run_id) if leader else ranks.FollowerRun()
+    if leader:
+        run_scope.local_dir = str(cfg.paths.output_dir)
+    with ranks.job_scope(), run_scope as run:
+        if leader and resume_run_id:
+            record_resume(run, cfg)
+        elif leader:
+            record_config(run, cfg)
+            record_provenance(run, cfg)
+        dm = build(cfg.data)
+        require(dm, DataModule, "data")
+        dm.prepare_data()
+        dm.setup("fit")
+        if leader:
+            record_data(run, dm)
+        run.raise_if_signalled()
+        model = build(cfg.model, **dm.model_kwargs())
+        if isinstance(model, Prepares):  # e.g. the GAN's feature space, before any RNG use
+            run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
+        extra = [
+            run.stop_callback(),
+            determinism.ReseedEachBatch(cfg.seed),
+            ResumableState(cfg.seed),
+            *(callbacks or []),
+        ]
+        trainer = build_trainer(cfg, run.run_id, extra, run.logged_through)
+        if leader and trainer.world_size > 1:
+            os.environ[ranks.RUN_ID_ENV] = run.run_id
+            ranks.relaunch_this_job(cfg)
+        metrics, checkpoints = fit_and_test(trainer, model, dm, cfg, run)
+        if not leader:
+            return metrics
+        if not any(isinstance(lg, RunLogger) for lg in trainer.loggers):  # else streamed already
+            run.log_metrics(
+                {k: v for k, v in metrics.items() if k.startswith("test/")},
+                step=trainer.global_step,
+            )
+        run.raise_if_signalled()
+        exported = model.export(dm) if isinstance(model, Exports) else None
+        record_results(run, cfg, checkpoints, model, dm, metrics, exported)
+        log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
+        return {**metrics, "run_id": run.run_id}
+
+
+def fit_and_test(
+    trainer: Any, model: Any, dm: Any, cfg: DictConfig, run: Any
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Fit, then test the best-validation checkpoint; the metrics and the checkpoint paths."""
+    trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    ckpt = trainer.checkpoint_callback  # read now: testing restores its state from `best`
+    checkpoints = {"best": ckpt.best_model_path, "last": ckpt.last_model_path} if ckpt else {}
+    run.raise_if_signalled()  # a signal during the last epoch: no test, no model
+    if cfg.test:
+        best = "best" if Path(checkpoints.get("best") or "").is_file() else None
+        for result in trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+    return metrics, checkpoints

@@ -1,0 +1,175 @@
+"""What changed between the environment a run recorded and this one, before it is rerun.
+
+Five kinds, each a reason two runs of one config can differ: code (commit, uncommitted diff,
+untracked files), packages (`pip freeze`), data (sha256 of every file the run read), config
+schema (keys the config has gained or lost since) and hardware (device, CPU, threads).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from labrun.config.locations import is_location
+from labrun.files import sha256_file
+from labrun.tracking import provenance
+from labrun.tracking.params import flatten
+from labrun.tracking.secrets import scrub_text
+
+KINDS = ("code", "packages", "data", "config", "hardware")
+# Untracked files that can change what runs; logs, plots and notes cannot.
+CODE_SUFFIXES = {".py", ".pyx", ".pyi", ".so", ".c", ".cpp", ".cu", ".h", ".yaml", ".yml"}
+CODE_SUFFIXES |= {".toml", ".cfg", ".ini", ".json", ".sh"}
+
+
+@dataclass
+class Drift:
+    kind: str  # one of KINDS
+    what: str
+    recorded: str
+    now: str
+
+
+def code(recorded: dict[str, Any], recorded_diff: str, root: Path) -> list[Drift]:
+    """Commit, uncommitted changes and untracked code files of the project at `root`."""
+    now = provenance.git_state(root)
+    found = []
+    if recorded.get("commit") != now["commit"]:
+        found.append(Drift("code", "git commit", str(recorded.get("commit")), str(now["commit"])))
+    if scrub_text(now["diff"] or "", assignments=False) != (recorded_diff or ""):
+        found.append(
+            Drift(
+                "code",
+                "uncommitted changes",
+                f"{len(recorded_diff or '')} bytes of diff",
+                f"{len(now['diff'] or '')} bytes of diff",
+            )
+        )
+    before, after = (
+        {f for f in files if Path(f).suffix in CODE_SUFFIXES}
+        for files in (recorded.get("untracked") or [], now["untracked"])
+    )
+    if before != after:
+        found.append(
+            Drift(
+                "code",
+                "untracked files",
+                ", ".join(sorted(before - after)) or "-",
+                ", ".join(sorted(after - before)) or "-",
+            )
+        )
+    return found
+
+
+def packages(recorded: list[str]) -> list[Drift]:
+    """Distributions added, removed or at another version, by name."""
+    before = dict(_split(line) for line in recorded if "==" in line)
+    after = dict(_split(line) for line in provenance.pip_freeze())
+    return [
+        Drift("packages", name, before.get(name, "-"), after.get(name, "-"))
+        for name in sorted(before.keys() | after.keys())
+        if before.get(name) != after.get(name)
+    ]
+
+
+def _split(line: str) -> tuple[str, str]:
+    name, _, version = line.partition("==")
+    return name.strip().lower(), version.strip()
+
+
+def data(fingerprint: dict[str, str], data_dir: Path) -> list[Drift]:
+    """Every file the run read, hashed again where `paths.data_dir` points now."""
+    found = []
+    for rel, digest in sorted(fingerprint.items()):
+        path = data_dir / rel
+        now = sha256_file(path) if path.is_file() else "missing"
+        if now != digest:
+            found.append(Drift("data", rel, digest[:12], now[:12]))
+    return found
+
+
+def config_schema(stored: dict[str, Any], fresh: dict[str, Any] | None, error: str) -> list[Drift]:
+    """Keys in today's composition of the run's overrides that the stored config lacks, and
+    the reverse. A key removed since would make the stored config fail its schema check."""
+    if fresh is None:
+        return [Drift("config", "the stored overrides no longer compose", "composed", error)]
+    before, after = set(flatten(stored)), set(flatten(fresh))
+    return [
+        Drift("config", key, _presence(key in before), _presence(key in after))
+        for key in sorted(before ^ after)
+        if not is_location(key)
+    ]
+
+
+def _presence(present: bool) -> str:
+    return "present" if present else "absent"
+
+
+def hardware(recorded: dict[str, Any]) -> list[Drift]:
+    now = {
+        "device": provenance.device(),
+        "cpu": provenance.cpu_model(),
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+    }
+    return [
+        Drift("hardware", key, str(recorded[key]), value)
+        for key, value in now.items()
+        if key in recorded and str(recorded[key]) != value  # older runs lack some keys
+    ]
+
+
+@dataclass
+class Report:
+    items: list[Drift]
+    seconds: float
+    checked: list[str]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in KINDS if any(d.kind == k for d in self.items)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kinds": self.kinds,
+            "checked": self.checked,
+            "seconds": round(self.seconds, 3),
+            "items": [asdict(d) for d in self.items],
+        }
+
+
+def check(
+    prov: dict[str, Any] | None,
+    git_diff: str | None,
+    requirements: list[str] | None,
+    fingerprint: dict[str, str] | None,
+    stored: dict[str, Any],
+    fresh: dict[str, Any] | None,
+    compose_error: str,
+    root: Path,
+    data_dir: Path,
+    skip_code: bool = False,
+) -> Report:
+    """All five checks, timed; a kind the run did not record is left out of `checked`."""
+    start = time.perf_counter()
+    items: list[Drift] = []
+    checked = []
+    if prov is not None and not skip_code:
+        items += code(prov.get("git", {}), git_diff or "", root)
+        checked.append("code")
+    if requirements is not None:
+        items += packages(requirements)
+        checked.append("packages")
+    if fingerprint is not None:
+        items += data(fingerprint, data_dir)
+        checked.append("data")
+    items += config_schema(stored, fresh, compose_error)
+    checked.append("config")
+    if prov is not None:
+        items += hardware(prov)
+        checked.append("hardware")
+    return Report(items, time.perf_counter() - start, checked)

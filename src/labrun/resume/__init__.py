@@ -1,0 +1,1 @@
+"""Resuming a killed run exactly: resumable state, resume checkpoints, stale runs."""

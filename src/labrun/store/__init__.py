@@ -1,0 +1,1 @@
+"""Reading runs back from the tracking store: one `get_run`, queries, stored artifacts."""

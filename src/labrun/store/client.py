@@ -1,0 +1,76 @@
+"""Reaching the tracking store: which one, whether it answers, and one way to fetch a run."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from labrun.errors import TrackingError
+
+# MLflow retries an unreachable server for minutes by default; fail within seconds instead.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file read
+
+
+def default_uri() -> str:
+    """`$MLFLOW_TRACKING_URI`, else the project's embedded store (what `labrun train` uses)."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    from labrun.config.compose import project_root
+
+    run_dir = os.environ.get("LABRUN_RUN_DIR") or str(project_root() / "runs")
+    return f"sqlite:///{Path(run_dir).resolve()}/mlflow.db"
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """Fail in seconds, with the fix, instead of MLflow's minutes of retries."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+                return
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"cannot reach the tracking server at {uri} ({reason}); start it, "
+                "or point tracking.uri / MLFLOW_TRACKING_URI at a running one"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def client_for(uri: str | None) -> MlflowClient:
+    """A client of `uri` (default: `default_uri()`), checked to answer."""
+    uri = uri or default_uri()
+    check_reachable(uri, 10.0)
+    return MlflowClient(tracking_uri=uri)
+
+
+def get_run(client: MlflowClient, run_id: str) -> Run:
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise TrackingError(
+            f"no run '{run_id}' in the tracking store {client.tracking_uri}; check the id "
+            "(labrun runs lists them) or --tracking-uri / MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def get_runs(client: MlflowClient, run_ids: Iterable[str]) -> list[Run]:
+    return [get_run(client, run_id) for run_id in run_ids]
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    """The id of experiment `name`, created with artifacts under `artifact_root/name` if new."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (Path(artifact_root) / name).resolve().as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)

@@ -1,0 +1,229 @@
+"""`labrun compare` on a store of known runs: statistics, formats, pair diffs, bad input."""
+
+from __future__ import annotations
+
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from labrun.cli.compare import parse
+from labrun.compare.report import compare
+from labrun.compare.stats import group_stats
+from labrun.errors import LabrunError
+from tests.helpers import labrun_env, run_labrun
+
+KNOWN = {  # hidden_size -> test/acc per seed
+    "64": [0.80, 0.82, 0.81],
+    "128": [0.85, 0.86, 0.88],
+}
+
+
+@pytest.fixture
+def known_store(tmp_path: Path) -> str:
+    uri = f"sqlite:///{tmp_path}/known.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("known", artifact_location=(tmp_path / "art").as_uri())
+    for hidden, accs in KNOWN.items():
+        for seed, acc in enumerate(accs):
+            run = client.create_run(
+                exp,
+                run_name=f"h{hidden}-s{seed}",
+                tags={"labrun.sweep_id": "known-sweep", "labrun.seed": str(seed)},
+            )
+            client.log_batch(
+                run.info.run_id,
+                params=[
+                    mlflow.entities.Param("model.hidden_size", hidden),
+                    mlflow.entities.Param("seed", str(seed)),
+                    mlflow.entities.Param("model.dropout", "0.5"),
+                ],
+            )
+            for step, value in enumerate([acc - 0.1, acc - 0.05, acc]):
+                client.log_metric(run.info.run_id, "val/acc", value, step=step)
+            client.log_metric(run.info.run_id, "test/acc", acc)
+            client.set_terminated(run.info.run_id)
+    return uri
+
+
+def test_group_stats_match_a_hand_computation(known_store: str) -> None:
+    client = MlflowClient(known_store)
+    runs = client.search_runs([client.get_experiment_by_name("known").experiment_id])
+    groups = {
+        g["model.hidden_size"]: g for g in group_stats(runs, ["model.hidden_size"], "test/acc")
+    }
+    for hidden, accs in KNOWN.items():
+        g = groups[hidden]
+        mean = sum(accs) / 3
+        sd = math.sqrt(sum((a - mean) ** 2 for a in accs) / 2)
+        half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+        assert g["n"] == 3
+        assert g["mean"] == pytest.approx(mean)
+        assert g["std"] == pytest.approx(sd)
+        assert (g["ci_low"], g["ci_high"]) == pytest.approx((mean - half, mean + half))
+    p = stats.ttest_ind(KNOWN["64"], KNOWN["128"], equal_var=False).pvalue
+    assert groups["64"]["p_vs_best"] == pytest.approx(p)
+    assert math.isnan(groups["128"]["p_vs_best"])  # the best group itself
+
+
+def test_compare_reports_in_every_format(known_store: str, tmp_path: Path, capsys) -> None:
+    base = [
+        "--tracking-uri",
+        known_store,
+        "--sweep",
+        "known-sweep",
+        "--group-by",
+        "model.hidden_size",
+    ]
+    text = compare(parse([*base, "--format", "csv"]))
+    assert "model.hidden_size,n,mean,std,ci_low,ci_high,p_vs_best" in text
+    assert "model.dropout" not in text  # the same in every run: not a difference
+    md = compare(parse([*base, "--format", "md"]))
+    assert "| model.hidden_size | n | mean |" in md and "Welch" in md
+    out = tmp_path / "report"
+    compare(
+        parse(
+            [
+                *base,
+                "--format",
+                "html",
+                "--plot",
+                "curves",
+                "--plot",
+                "parallel",
+                "--plot",
+                "scatter",
+                "-o",
+                str(out),
+            ]
+        )
+    )
+    page = (out / "compare.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert (out / "curves.png").stat().st_size > 1000
+    compare(parse([*base]))
+    assert "test/acc by model.hidden_size" in capsys.readouterr().out
+
+
+def test_compare_two_runs_shows_config_metric_and_provenance_diffs(known_store: str) -> None:
+    client = MlflowClient(known_store)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("known").experiment_id],
+        order_by=["attributes.start_time ASC"],
+    )
+    a, b = runs[0], runs[-1]
+    text = compare(
+        parse(["--tracking-uri", known_store, a.info.run_id, b.info.run_id, "--format", "csv"])
+    )
+    assert "model.hidden_size,64,128" in text
+    assert "test/acc,0.8,0.88,0.08" in text
+    assert "labrun.seed,0,2" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["0123456789abcdef0123456789abcdef"], "no run '0123456789abcdef0123456789abcdef'"),
+        (["--experiment", "known", "--tag", "nothing=here"], "no runs match the selection"),
+        (["--experiment", "known", "--metric", "test/f1"], "metric test/f1 was never logged"),
+        (["--experiment", "nope"], "no experiment 'nope'"),
+    ],
+)
+def test_compare_bad_input(args: list[str], message: str, known_store: str, tmp_path: Path) -> None:
+    with pytest.raises(LabrunError, match=message):
+        compare(parse(["--tracking-uri", known_store, *args]))
+    proc = run_labrun(["compare", "--tracking-uri", known_store, *args], labrun_env(tmp_path))
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+class Tables(HTMLParser):
+    """The tables of a page as lists of rows of cell texts, and the tags it has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.tags: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append(tag)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_html_report_tables_hold_the_runs_values_and_differences(
+    known_store: str, tmp_path: Path
+) -> None:
+    client = MlflowClient(known_store)
+    exp = client.create_experiment("escaping", artifact_location=(tmp_path / "e").as_uri())
+    for name, note, acc in (("a<b>", "<i>x</i>", 0.5), ("c&d", "plain", 0.75)):
+        run = client.create_run(exp, run_name=name)
+        client.log_param(run.info.run_id, "model.note", note)
+        client.log_param(run.info.run_id, "model.same", "1")
+        client.log_metric(run.info.run_id, "test/acc", acc)
+        client.set_terminated(run.info.run_id)
+    out = tmp_path / "report"
+    compare(
+        parse(
+            [
+                "--tracking-uri",
+                known_store,
+                "--experiment",
+                "escaping",
+                "--format",
+                "html",
+                "-o",
+                str(out),
+            ]
+        )
+    )
+    page = (out / "compare.html").read_text()
+    parsed = Tables()
+    parsed.feed(page)
+    (runs,) = parsed.tables
+    header, *rows = runs
+    assert header == ["run", "status", "model.note", "test/acc"]  # model.same: no difference
+    assert sorted(rows) == [
+        ["a<b>", "FINISHED", "<i>x</i>", "0.5"],
+        ["c&d", "FINISHED", "plain", "0.75"],
+    ]
+    assert "i" not in parsed.tags and "b" not in parsed.tags  # values are text, never markup
+    assert "a&lt;b&gt;" in page and "c&amp;d" in page
+
+    grouped = tmp_path / "grouped"
+    base = [
+        "--tracking-uri",
+        known_store,
+        "--sweep",
+        "known-sweep",
+        "--group-by",
+        "model.hidden_size",
+    ]
+    compare(parse([*base, "--format", "html", "-o", str(grouped)]))
+    parsed = Tables()
+    parsed.feed((grouped / "compare.html").read_text())
+    runs_table, pooled = parsed.tables
+    assert {row[0] for row in runs_table[1:]} == {f"h{h}-s{s}" for h in KNOWN for s in range(3)}
+    assert pooled[0] == ["model.hidden_size", "n", "mean", "std", "ci_low", "ci_high", "p_vs_best"]
+    by_size = {row[0]: row for row in pooled[1:]}
+    assert by_size["128"][1:3] == ["3", f"{sum(KNOWN['128']) / 3:.4g}"]
+    assert by_size["64"][1:3] == ["3", f"{sum(KNOWN['64']) / 3:.4g}"]
+    assert by_size["128"][6] == ""  # the best group is not tested against itself
+    assert float(by_size["64"][6]) < 0.05

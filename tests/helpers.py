@@ -1,0 +1,100 @@
+"""What the tests share: real data under LABRUN_DATA_DIR, composing as the CLI does, and the
+CLI run as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from labrun.config.compose import compose_task, project_root, register_resolvers
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("LABRUN_DATA_DIR", project_root(ROOT) / "data")).resolve()
+RECIPES = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+# A few batches of everything: the whole loop in seconds.
+TINY = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=4",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "~callbacks.progress_bar",
+]
+
+register_resolvers()
+
+
+def compose_cfg(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
+    """Compose as `labrun train` does, with outputs and the store under tmp_path."""
+    paths = [f"paths.data_dir={DATA_DIR}", f"paths.run_dir={tmp_path}"]
+    return compose_task([*paths, *overrides], f"{tmp_path}/out", config_name)
+
+
+def labrun_env(tmp_path: Path, store: str | None = None, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(LABRUN_DATA_DIR=str(DATA_DIR), LABRUN_RUN_DIR=str(tmp_path / "runs"))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if store:
+        env["MLFLOW_TRACKING_URI"] = store
+    env.update(extra)
+    return env
+
+
+def labrun_command() -> Path:
+    """The `labrun` console script of this environment: the command a user types."""
+    script = Path(sys.executable).parent / "labrun"
+    assert script.is_file(), f"no labrun console script beside {sys.executable}"
+    return script
+
+
+def run_labrun(
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path = ROOT,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """The real `labrun` console script, in its own process."""
+    return subprocess.run(
+        [str(labrun_command()), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(event: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
+    """Poll `event` until it returns something truthy (returned); fail naming `what` after a
+    generous `timeout_s`. Tests wait for events, never assert on wall-clock durations."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := event():
+            return found
+        time.sleep(every_s)
+    raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}")
+
+
+# A sweep's trials: two short epochs, no model logged.
+FAST = [
+    "trainer.max_epochs=2",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "~callbacks.progress_bar",
+    "tracking.log_model=false",
+]
+
+
+def artifact_paths(client: Any, run_id: str, path: str = "") -> set[str]:
+    """Every artifact path of a run, recursively."""
+    out: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return out

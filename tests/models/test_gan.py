@@ -1,0 +1,338 @@
+"""The DCGAN on the real MNIST files: train, measure, record, reload, and fail clearly."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from labrun.data import ImageDataModule
+from labrun.data.images import read_idx
+from labrun.errors import ConfigError, DataError
+from labrun.job.build import build
+from labrun.job.train import train
+from labrun.metrics import load_or_train, mode_coverage
+from tests.helpers import DATA_DIR, artifact_paths, labrun_env, run_labrun
+
+TINY_GAN = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=6",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=4",
+    "~callbacks.progress_bar",
+    "model.features.max_epochs=1",
+]
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One feature classifier per session: every GAN test after the first loads it."""
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+def gan_args(cache: Path) -> list[str]:
+    return ["experiment=mnist_dcgan", *TINY_GAN, f"+model.features.cache_dir={cache}"]
+
+
+class GradNorms(L.Callback):
+    """Records each optimizer's total gradient norm just before it steps."""
+
+    def __init__(self) -> None:
+        self.norms: dict[int, list[float]] = {0: [], 1: []}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        index = trainer.optimizers.index(optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        self.norms[index].append(torch.norm(torch.stack([p.grad.norm() for p in params])).item())
+
+
+def test_mnist_dcgan_trains_measures_and_records(
+    make_cfg, store: str, feature_cache: Path, tmp_path: Path
+) -> None:
+    metrics = train(make_cfg(*gan_args(feature_cache)))
+    client = MlflowClient(store)
+    run = client.get_run(metrics["run_id"])
+    assert run.info.status == "FINISHED"
+    m = run.data.metrics
+    for name in [
+        "test/fid",
+        "test/kid",
+        "test/coverage_kl",
+        "test/classes_covered",
+        "test/fid_floor",
+        "val/fid",
+        "train/g_loss_epoch",
+        "train/d_loss_epoch",
+        "features/test_acc",
+        "features/floor_fid",
+    ]:
+        assert name in m, name
+    assert m["test/fid"] > m["features/floor_fid"] > 0  # one short epoch is far from real
+    assert m["test/n_samples"] == 4 * 128
+    coverage = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "metrics/coverage.json", str(tmp_path))
+        ).read_text()
+    )
+    real, gen = torch.tensor(coverage["real"]), torch.tensor(coverage["generated"])
+    assert real.sum().item() == pytest.approx(1.0) and gen.sum().item() == pytest.approx(1.0)
+    assert m["test/classes_covered"] == float((gen >= 0.25 * real).sum().item())
+    kl = (real * ((real + 1e-6) / (gen + 1e-6)).log()).sum().item()
+    assert m["test/coverage_kl"] == pytest.approx(kl, rel=1e-5)
+    assert m["features/test_acc"] > 0.9  # even one epoch of LeNet separates MNIST digits
+    have = artifact_paths(client, run.info.run_id)
+    for path in [
+        "samples/epoch_000.png",
+        "plots/samples_final.png",
+        "plots/coverage.png",
+        "metrics/coverage.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "model/MLmodel",
+        "config/config.yaml",
+        "provenance/data_fingerprint.json",
+    ]:
+        assert path in have, path
+
+    mlflow.set_tracking_uri(store)
+    sampler = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    images = sampler.sample(6, seed=3)
+    assert images.shape == (6, 1, 28, 28)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert torch.equal(images, sampler.sample(6, seed=3))
+
+
+def test_eval_of_a_gan_run_reproduces_its_scores(
+    make_cfg, store: str, feature_cache: Path, tmp_path: Path
+) -> None:
+    metrics = train(make_cfg(*gan_args(feature_cache)))
+    env = labrun_env(tmp_path, store)
+    proc = run_labrun(
+        [
+            "eval",
+            f"run_id={metrics['run_id']}",
+            "+trainer.limit_test_batches=4",
+        ],
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    (evaluation,) = client.search_runs(
+        [client.get_run(metrics["run_id"]).info.experiment_id], "tags.`labrun.task` = 'eval'"
+    )
+    assert evaluation.data.metrics["test/fid"] == pytest.approx(metrics["test/fid"], rel=1e-6)
+    assert "plots/samples_final.png" in artifact_paths(client, evaluation.info.run_id)
+
+
+def test_same_config_same_fid(make_cfg, feature_cache: Path) -> None:
+    """Identical FID twice, whether the feature net was just trained or came from the cache."""
+    fresh = feature_cache / "fresh"
+    a = train(make_cfg(*gan_args(fresh), "tracking.log_model=false"))  # trains the feature net
+    b = train(make_cfg(*gan_args(fresh), "tracking.log_model=false"))  # loads it from the cache
+    for name in ["test/fid", "test/kid", "test/coverage_kl", "val/fid", "train/g_loss_epoch"]:
+        assert a[name] == b[name], name
+    c = train(make_cfg(*gan_args(fresh), "tracking.log_model=false", "seed=7"))
+    assert c["test/fid"] != a["test/fid"]
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """`folder` where no write can succeed: a read-only bind mount as root (root ignores file
+    modes), the folder with its write bits cleared otherwise."""
+    if os.geteuid() != 0:
+        for p in [*folder.rglob("*"), folder]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        try:
+            yield folder
+        finally:
+            for p in [folder, *folder.rglob("*")]:
+                p.chmod(0o755)
+        return
+    view = folder.with_name(folder.name + "-ro")
+    view.mkdir()
+    subprocess.run(["mount", "--bind", str(folder), str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_fashion_mnist_reads_gz_from_a_read_only_folder(tmp_path: Path) -> None:
+    src = tmp_path / "data"
+    shutil.copytree(DATA_DIR / "FashionMNIST", src / "FashionMNIST")
+    with read_only(src) as ro:
+        with pytest.raises(OSError):  # the folder really refuses writes
+            (ro / "FashionMNIST" / "probe").write_text("x")
+        dm = ImageDataModule(str(ro), "fashion_mnist", download=False)
+        dm.prepare_data()
+        dm.setup()
+        assert dm.stats == {"train_rows": 55000, "val_rows": 5000, "test_rows": 10000}
+        assert torch.bincount(dm.tensors["test"][1]).tolist() == [1000] * 10
+        x, _ = dm.normalized("val")
+        assert x.min() == -1.0 and x.max() == 1.0
+        assert all(name.endswith(".gz") for name in dm.fingerprint)
+
+
+def test_mnist_download_checks_md5(tmp_path: Path, monkeypatch) -> None:
+    """torchvision's download helper against a real HTTP server on loopback."""
+    import torchvision.datasets as tvd
+
+    served = tmp_path / "served"
+    served.mkdir()
+    for gz in (DATA_DIR / "MNIST" / "raw").glob("*.gz"):
+        shutil.copy(gz, served / gz.name)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(tvd.MNIST, "mirrors", [f"http://127.0.0.1:{server.server_address[1]}/"])
+        dm = ImageDataModule(str(tmp_path / "data"), "mnist")
+        dm.prepare_data()
+        dm.setup()
+        assert dm.stats["test_rows"] == 10000
+        downloaded = sorted(p.name for p in (tmp_path / "data" / "MNIST" / "raw").iterdir())
+        assert downloaded == sorted(gz.name for gz in served.iterdir())
+        (served / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not the real file")
+        (tmp_path / "data2").mkdir()
+        with pytest.raises(DataError, match="download failed"):
+            ImageDataModule(str(tmp_path / "data2"), "mnist").prepare_data()
+    finally:
+        server.shutdown()
+
+
+def test_corrupt_idx_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "x-idx3-ubyte"
+    bad.write_bytes(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") + b"\x00" * 10)
+    with pytest.raises(DataError, match="bytes of data, expected"):
+        read_idx(bad)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+model.generator.image_size=32",
+            "model.generator makes 1x32x32 images but the data has 1x28x28",
+        ),
+        (
+            "+model.generator.channels=3",
+            "model.generator makes 3x28x28 images but the data has 1x28x28",
+        ),
+        ("+model.discriminator.image_size=32", "model.discriminator cannot take 1x28x28 images"),
+    ],
+)
+def test_nets_that_do_not_fit_the_data_fail_before_training(
+    override: str, message: str, make_cfg
+) -> None:
+    cfg = make_cfg("experiment=mnist_dcgan", override)
+    with pytest.raises(ConfigError, match=message):
+        build(cfg.model, channels=1, image_size=28, num_classes=10)
+
+
+def test_inception_without_local_weights_is_a_clear_error(tmp_path: Path) -> None:
+    from labrun.metrics.features import InceptionFeatures
+
+    with pytest.raises(ConfigError, match=r"Inception weights not found at .*features\.kind=lenet"):
+        InceptionFeatures(str(tmp_path / "pt_inception-2015-12-05.pth"))
+
+
+def test_unbuildable_image_size_is_explained(make_cfg) -> None:
+    cfg = make_cfg("experiment=mnist_dcgan")
+    with pytest.raises(ConfigError, match="image_size 27 cannot be built"):
+        build(cfg.model, channels=1, image_size=27, num_classes=10)
+
+
+def test_gan_cli_bad_input(tmp_path: Path, store: str) -> None:
+    env = labrun_env(tmp_path, store, LABRUN_DATA_DIR=str(tmp_path / "empty"))
+    proc = run_labrun(["train", "experiment=mnist_dcgan", "data.download=false"], env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("labrun: error: missing data file")
+    proc = run_labrun(
+        [
+            "train",
+            "experiment=mnist_dcgan",
+            "+model.generator.image_size=32",
+            f"paths.data_dir={DATA_DIR}",
+        ],
+        env,
+    )
+    assert proc.returncode == 2
+    assert "model.generator makes 1x32x32 images" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_feature_space_is_cached_by_fingerprint(feature_cache: Path) -> None:
+    dm = ImageDataModule(str(DATA_DIR), "mnist")
+    dm.setup()
+    first = load_or_train(dm, feature_cache, max_epochs=1)
+    files = sorted((feature_cache / "features").glob("mnist-*.pt"))
+    stamp = [f.stat().st_mtime_ns for f in files]
+    again = load_or_train(dm, feature_cache, max_epochs=1)
+    assert again.key == first.key and again.floor_fid == first.floor_fid
+    assert [f.stat().st_mtime_ns for f in files] == stamp  # loaded, not retrained
+
+
+def test_mode_coverage_sees_a_dropped_class() -> None:
+    real = torch.arange(10).repeat(100)
+    even = mode_coverage(torch.arange(10).repeat(100), real, 10)
+    dropped = mode_coverage(torch.arange(9).repeat(111), real, 10)
+    assert even["kl"] == pytest.approx(0.0, abs=1e-9) and even["classes_covered"] == 10
+    assert dropped["kl"] > 1.0 and dropped["classes_covered"] == 9
+
+
+@pytest.mark.parametrize("clip", [None, 0.01])
+def test_gradient_clipping_reaches_both_nets(clip: float | None, make_cfg) -> None:
+    cfg = make_cfg(
+        "experiment=mnist_dcgan",
+        f"model.gradient_clip_val={clip or 'null'}",
+        "model.label_smoothing=0.1",
+    )
+    model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
+    dm.setup()
+    norms = GradNorms()
+    trainer = L.Trainer(
+        max_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[norms],
+    )
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    g_norms, d_norms = norms.norms[0], norms.norms[1]
+    assert len(g_norms) == len(d_norms) >= 1
+    if clip:
+        assert max(g_norms + d_norms) <= clip * 1.0001
+    else:
+        assert min(g_norms) > 0.01 and min(d_norms) > 0.01  # so the clipped case means something
+
+
+def test_augmentation_changes_train_images_reproducibly() -> None:
+    from torchvision.transforms import v2
+
+    def first_batch(augment):
+        torch.manual_seed(0)
+        dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=16, augment=augment)
+        dm.setup()
+        return next(iter(dm.train_dataloader()))[0]
+
+    plain = first_batch(None)
+    shifted = first_batch([v2.RandomAffine(degrees=0, translate=(0.2, 0.2))])
+    assert not torch.equal(plain, shifted)
+    assert torch.equal(shifted, first_batch([v2.RandomAffine(degrees=0, translate=(0.2, 0.2))]))
+    assert shifted.min() >= -1.0 and shifted.max() <= 1.0

@@ -1,0 +1,177 @@
+"""A real team server: PostgreSQL plus an MLflow tracking server with proxied artifacts,
+started once for these tests, as `make server` starts it."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from labrun.store import server
+from tests.helpers import FAST, labrun_env, run_labrun
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def team() -> Iterator[server.Server]:
+    folder = Path(tempfile.mkdtemp(prefix="labrun-server-"))
+    info = server.start(folder, free_port(), free_port())
+    yield info
+    server.stop(folder, purge=True)
+
+
+def env_for(tmp_path: Path, info: server.Server) -> dict[str, str]:
+    return labrun_env(
+        tmp_path,
+        info.uri,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT="10",
+    )
+
+
+def test_make_server_answers_and_stores_in_postgresql(team: server.Server) -> None:
+    client = MlflowClient(team.uri)
+    exp = client.create_experiment(f"probe-{time.time_ns()}")
+    run = client.create_run(exp)
+    client.log_metric(run.info.run_id, "x", 1.0)
+    client.log_text(run.info.run_id, "hello", "probe.txt")
+    assert client.get_run(run.info.run_id).data.metrics["x"] == 1.0
+    assert client.get_experiment(exp).artifact_location.startswith("mlflow-artifacts:")
+    assert any((Path(team.folder) / "artifacts").rglob("probe.txt"))  # proxied to the server
+    with server.psycopg2_connect(team.pg_port, "mlflow") as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from runs where run_uuid = %s", (run.info.run_id,))
+        assert cur.fetchone()[0] == 1
+
+
+def test_two_worker_sweep_against_the_server_loses_nothing(
+    tmp_path: Path, team: server.Server
+) -> None:
+    """Two workers share one Optuna study in PostgreSQL and log into the MLflow server, while
+    a reader polls the server: every trial run is complete and every read was consistent."""
+    study = f"server-sweep-{time.time_ns()}"
+    env = env_for(tmp_path, team)
+    args = [
+        "sweep",
+        "experiment=trec_lstm",
+        "hparams_search=trec_optuna",
+        "hparams_search.pruner.type=none",
+        f"hparams_search.study_name={study}",
+        f"hparams_search.storage={team.database_uri('optuna')}",
+        "hparams_search.n_trials=4",
+        "tracking=server",
+        *FAST,
+        "--workers",
+        "2",
+    ]
+    client = MlflowClient(team.uri)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:  # what a colleague sees while the sweep runs
+        while not stop.is_set():
+            exp = client.get_experiment_by_name("trec_lstm")
+            if exp is not None:
+                for run in client.search_runs(
+                    [exp.experiment_id], f"tags.`labrun.sweep_id` = '{study}'"
+                ):
+                    trial = run.data.tags.get("labrun.role") != "parent"
+                    if (
+                        trial
+                        and run.info.status == "FINISHED"
+                        and "test/acc" not in run.data.metrics
+                    ):
+                        seen.append(f"FINISHED without test/acc: {run.info.run_id}")
+                seen.append("ok")
+            time.sleep(0.5)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    done = run_labrun(args, env, timeout=600)
+    stop.set()
+    reader.join(timeout=10)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ok" in seen and not [s for s in seen if s != "ok"], seen[:5]
+
+    exp = client.get_experiment_by_name("trec_lstm")
+    runs = client.search_runs([exp.experiment_id], f"tags.`labrun.sweep_id` = '{study}'")
+    trials = [r for r in runs if r.data.tags.get("labrun.role") != "parent"]
+    assert 4 <= len(trials) <= 5 and {r.info.status for r in trials} == {"FINISHED"}
+    for run in trials:
+        assert {"test/acc", "val/acc", "train/loss_epoch"} <= set(run.data.metrics)
+        assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # both epochs
+        stored = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config", "provenance", "checkpoints", "metrics"} <= stored
+        assert client.list_artifacts(run.info.run_id, "checkpoints")  # proxied uploads
+    trials_in_pg = optuna.load_study(study_name=study, storage=team.database_uri("optuna")).trials
+    assert len(trials_in_pg) == len(trials)
+    assert {t.state.name for t in trials_in_pg} == {"COMPLETE"}
+
+
+def test_server_going_down_mid_run_is_clear_and_resumable(tmp_path: Path) -> None:
+    """Its own server (the shared one stays up): stopped while a run trains, then restarted."""
+    folder = Path(tempfile.mkdtemp(prefix="labrun-server-down-"))
+    info = server.start(folder, free_port(), free_port())
+    try:
+        env = env_for(tmp_path, info)
+        args = [
+            "train",
+            "tracking=server",
+            "trainer.max_epochs=12",
+            "+trainer.limit_train_batches=20",
+            "+trainer.limit_val_batches=2",
+            "~callbacks.early_stopping",
+            "~callbacks.progress_bar",
+            "tracking.log_model=false",
+            "trainer.log_every_n_steps=2",
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labrun", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.time() + 240
+        while time.time() < deadline and not list(
+            tmp_path.glob("runs/train/*/checkpoints/last.ckpt")
+        ):
+            time.sleep(0.2)
+        server.stop_mlflow(info)
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 2, stderr[-3000:]
+        (line,) = [ln for ln in stderr.splitlines() if ln.startswith("labrun: error")]
+        assert "lost the tracking store" in line and "labrun resume" in line
+        run_id = line.split("labrun resume ")[1].split()[0]
+        assert list(tmp_path.glob("runs/train/*/checkpoints/last.ckpt"))  # kept
+
+        info = server.start(folder, info.port, info.pg_port)  # back, on the same database
+        client = MlflowClient(info.uri)
+        assert client.get_run(run_id).info.status == "RUNNING"
+        resumed = run_labrun(["resume", run_id, "--tracking-uri", info.uri], env, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+        assert max(m.step for m in client.get_metric_history(run_id, "val/acc")) > 0
+    finally:
+        server.stop(folder, purge=True)
+
+
+def test_missing_postgresql_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "POSTGRES_ROOTS", (Path("/nonexistent"),))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(server.TrackingError, match="PostgreSQL is not installed; install it"):
+        server.postgres_bin()

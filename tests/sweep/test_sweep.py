@@ -1,0 +1,284 @@
+"""Grids (Hydra multirun), Optuna searches and `labrun compare` against a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import FAST, labrun_env, run_labrun
+
+
+def children(client: MlflowClient, parent_id: str) -> list:
+    parent = client.get_run(parent_id)
+    return client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+
+
+def parents(client: MlflowClient, experiment: str = "trec_lstm") -> list:
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], "tags.`labrun.role` = 'parent'")
+
+
+SEARCH = [
+    "experiment=trec_lstm",
+    "hparams_search=trec_optuna",
+    *FAST,
+    "hparams_search.pruner.type=none",
+]
+
+
+def test_grid_is_one_parent_with_a_child_per_job(tmp_path: Path, store: str) -> None:
+    proc = run_labrun(
+        ["train", "-m", "model.hidden_size=16,32", "seed=1,2", *FAST], labrun_env(tmp_path, store)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    assert parent.info.status == "FINISHED"
+    kids = children(client, parent.info.run_id)
+    assert len(kids) == 4 and {k.info.status for k in kids} == {"FINISHED"}
+    assert sorted(int(k.data.tags["labrun.trial"]) for k in kids) == [0, 1, 2, 3]
+    assert {k.data.tags["labrun.sweep_id"] for k in kids} == {parent.data.tags["labrun.sweep_id"]}
+    assert {(k.data.params["model.hidden_size"], k.data.params["seed"]) for k in kids} == {
+        ("16", "1"),
+        ("16", "2"),
+        ("32", "1"),
+        ("32", "2"),
+    }
+    summary = json.loads(
+        Path(
+            client.download_artifacts(parent.info.run_id, "sweep/summary.json", str(tmp_path))
+        ).read_text()
+    )
+    assert summary["trials"] == 4 and summary["failed"] == 0
+    assert set(summary["params"]) == {"model.hidden_size", "seed", "data.shuffle_seed"}
+    best = max(kids, key=lambda k: k.data.metrics["val/acc"])
+    assert parent.data.tags["labrun.best_run"] == best.info.run_id
+    assert parent.data.metrics["best/val/acc"] == best.data.metrics["val/acc"]
+
+
+def test_a_failed_job_loses_nothing_else(tmp_path: Path, store: str) -> None:
+    """hidden_size=0 makes the LSTM raise; the other job still finishes and is counted."""
+    proc = run_labrun(["train", "-m", "model.hidden_size=16,0", *FAST], labrun_env(tmp_path, store))
+    assert proc.returncode == 1
+    assert "had failed trials" in proc.stderr.strip().splitlines()[-1]
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    assert parent.info.status == "FAILED" and parent.data.tags["labrun.failed_trials"] == "1"
+    kids = {k.data.params["model.hidden_size"]: k for k in children(client, parent.info.run_id)}
+    assert kids["16"].info.status == "FINISHED" and "test/acc" in kids["16"].data.metrics
+    assert kids["0"].info.status == "FAILED"
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path, store: str) -> None:
+    proc = run_labrun(
+        [
+            "train",
+            "-m",
+            "model.hidden_size=16,32",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *FAST,
+        ],
+        labrun_env(tmp_path, store),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    kids = children(client, parent.info.run_id)
+    assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
+    a, b = (k.info for k in kids)
+    assert a.start_time < b.end_time and b.start_time < a.end_time  # they overlapped
+
+
+def test_optuna_search_records_trials_and_resumes(tmp_path: Path, store: str) -> None:
+    env = labrun_env(tmp_path, store)
+    proc = run_labrun(["sweep", *SEARCH, "hparams_search.n_trials=2"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    assert parent.data.tags["labrun.sweep_kind"] == "optuna"
+    first = children(client, parent.info.run_id)
+    assert len(first) == 2
+    # The same command with a larger budget continues the study: one more trial, not three.
+    proc = run_labrun(["sweep", *SEARCH, "hparams_search.n_trials=3"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (parent,) = parents(client)
+    kids = children(client, parent.info.run_id)
+    assert len(kids) == 3
+    assert sorted(int(k.data.tags["labrun.trial"]) for k in kids) == [0, 1, 2]
+    assert parent.data.tags["labrun.trials"] == "3" and parent.info.status == "FINISHED"
+    import optuna
+
+    study = optuna.load_study(
+        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    for kid in kids:  # the value Optuna holds is the run's metric
+        trial = study.trials[int(kid.data.tags["labrun.trial"])]
+        assert trial.value == kid.data.metrics["val/acc"]
+        assert str(trial.params["model.hidden_size"]) == kid.data.params["model.hidden_size"]
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, store: str) -> None:
+    """A user's search space, on Hydra's search path, where hidden_size=0 makes the LSTM raise."""
+    space = tmp_path / "extra" / "hparams_search" / "with_a_bad_value.yaml"
+    space.parent.mkdir(parents=True)
+    space.write_text(  # the random sampler's seed 1 draws 16, 16, 0
+        "study_name: trec_lstm-optuna\nstorage: null\nn_trials: 3\n"
+        "sampler: {type: random, seed: 1}\npruner: {type: none}\n"
+        "params:\n  model.hidden_size: {type: categorical, choices: [0, 16]}\n"
+    )
+    env = labrun_env(tmp_path, store)
+    search = [
+        a if a != "hparams_search=trec_optuna" else "hparams_search=with_a_bad_value"
+        for a in SEARCH
+    ]
+    proc = run_labrun(
+        [
+            "sweep",
+            *search,
+            "hparams_search.n_trials=3",
+            f"hydra.searchpath=[file://{tmp_path}/extra]",
+        ],
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import optuna
+
+    study = optuna.load_study(
+        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
+    )
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 3
+    zero = [t for t in study.trials if t.params.get("model.hidden_size") == 0]
+    assert zero and all(t.state.name == "FAIL" for t in zero)
+    assert all(t.state.name == "COMPLETE" for t in study.trials if t not in zero)
+
+
+def test_two_workers_share_one_study(tmp_path: Path, store: str) -> None:
+    env = labrun_env(tmp_path, store)
+    proc = run_labrun(["sweep", *SEARCH, "hparams_search.n_trials=5", "--workers", "2"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    kids = children(client, parent.info.run_id)
+    assert 5 <= len(kids) <= 6  # two workers may each start the last trial at once
+    assert len({k.data.tags["labrun.trial"] for k in kids}) == len(kids)
+    # Two processes trained: each finished trials of its own.
+    finished_by = Counter(k.data.tags["labrun.pid"] for k in kids if k.info.status == "FINISHED")
+    assert len(finished_by) == 2, finished_by
+    # Each worker samples with its own seed: no two trials try the same learning rate.
+    assert len({k.data.params["model.optimizer.lr"] for k in kids}) == len(kids)
+
+
+def search_space(tmp_path: Path, name: str, text: str) -> list[str]:
+    """A user's search space `name` on Hydra's search path; the sweep's overrides for it."""
+    space = tmp_path / "extra" / "hparams_search" / f"{name}.yaml"
+    space.parent.mkdir(parents=True, exist_ok=True)
+    space.write_text(text)
+    base = [a for a in SEARCH if not a.startswith("hparams_search")]  # the space says it all
+    return [*base, f"hparams_search={name}", f"hydra.searchpath=[file://{tmp_path}/extra]"]
+
+
+def test_the_median_pruner_stops_a_trial_that_trails(tmp_path: Path, store: str) -> None:
+    """Trial 0 learns (lr 0.005), trial 1 cannot (lr 1e-9; the random sampler's seed 10 draws
+    them in that order): after its first validation trial 1 trails the median and is pruned."""
+    overrides = search_space(
+        tmp_path,
+        "prunable",
+        "study_name: trec_lstm-optuna\nstorage: null\nn_trials: 2\n"
+        "sampler: {type: random, seed: 10}\n"
+        "pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}\n"
+        "params:\n  model.optimizer.lr: {type: categorical, choices: [0.005, 1.0e-9]}\n",
+    )
+    longer = ["trainer.max_epochs=3", "trainer.limit_train_batches=20"]
+    proc = run_labrun(["sweep", *overrides, *longer], labrun_env(tmp_path, store))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import optuna
+
+    study = optuna.load_study(
+        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
+    )
+    first, second = study.trials
+    assert first.params["model.optimizer.lr"] == 0.005 and first.state.name == "COMPLETE"
+    assert second.params["model.optimizer.lr"] == 1e-9 and second.state.name == "PRUNED"
+    assert max(second.intermediate_values) < 2  # stopped before its third epoch
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    kids = {k.data.tags["labrun.trial"]: k for k in children(client, parent.info.run_id)}
+    assert kids["1"].data.tags["labrun.trial_state"] == "PRUNED"
+    assert kids["0"].data.tags["labrun.trial_state"] == "COMPLETE"
+
+
+def test_a_nan_objective_is_a_failed_trial(tmp_path: Path, store: str) -> None:
+    """Adam at lr 1e30 overflows the weights: val/loss is NaN, so the trial counts as FAIL."""
+    overrides = search_space(
+        tmp_path,
+        "exploding",
+        "study_name: trec_lstm-optuna\nstorage: null\nn_trials: 1\n"
+        "sampler: {type: random, seed: 0}\npruner: {type: none}\n"
+        "params:\n  model.optimizer.lr: {type: categorical, choices: [1.0e30]}\n",
+    )
+    objective = ["objective.metric=val/loss", "objective.direction=minimize"]
+    proc = run_labrun(["sweep", *overrides, *objective], labrun_env(tmp_path, store))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import optuna
+
+    study = optuna.load_study(
+        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
+    )
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    (kid,) = children(client, parent.info.run_id)
+    assert math.isnan(kid.data.metrics["val/loss"])
+    assert kid.data.tags["labrun.trial_state"] == "FAIL"
+
+
+def test_a_trial_left_running_by_a_dead_process_is_marked_failed(
+    tmp_path: Path, store: str
+) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/runs/optuna.db"
+    (tmp_path / "runs").mkdir()
+    study = optuna.create_study(
+        study_name="trec_lstm-optuna", storage=storage, direction="maximize"
+    )
+    study.ask()  # a trial whose process died before telling its result
+    assert [t.state.name for t in study.trials] == ["RUNNING"]
+    proc = run_labrun(["sweep", *SEARCH, "hparams_search.n_trials=2"], labrun_env(tmp_path, store))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trial 0 was left running by a process that died" in proc.stderr
+    states = [
+        t.state.name
+        for t in optuna.load_study(study_name="trec_lstm-optuna", storage=storage).trials
+    ]
+    assert states[0] == "FAIL" and states[1:] == ["COMPLETE"]  # and the study went on to n_trials
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["experiment=trec_lstm"], "labrun sweep needs a search space"),
+        (["experiment=nope", "hparams_search=trec_optuna"], "Could not find 'experiment/nope'"),
+        (
+            ["hparams_search=trec_optuna", "model.hiden_size=3"],
+            "unknown config key 'model.hiden_size'",
+        ),
+    ],
+)
+def test_sweep_bad_input_is_one_line(
+    args: list[str], message: str, tmp_path: Path, store: str
+) -> None:
+    proc = run_labrun(["sweep", *args], labrun_env(tmp_path, store))
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("labrun: error:") and message in last, last
