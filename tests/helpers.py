@@ -28,6 +28,9 @@ TINY = [
 ]
 
 register_resolvers()
+# Tests never reach the network: a data file found missing is an error, never a download (only
+# the loopback servers the download tests start are reached).
+os.environ["LABRUN_OFFLINE"] = "1"
 
 
 def compose_cfg(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:

@@ -17,3 +17,9 @@ class DataError(LabrunError):
 
 class TrackingError(LabrunError):
     """The tracking store cannot be reached or used."""
+
+
+class SweepFailed(LabrunError):
+    """A sweep whose trials or workers failed; its parent run lists them."""
+
+    exit_code = 1

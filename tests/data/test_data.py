@@ -303,3 +303,11 @@ def test_cache_gives_the_same_tensors_and_is_keyed_by_data_settings_and_code(
     assert rebuilt.cache_hit is False and "unreadable data cache" in caplog.text
     assert dataset_contents(rebuilt) == dataset_contents(cold)
     assert build(data, cache_dir=str(cache)).cache_hit is True
+
+
+def test_offline_a_missing_file_is_an_error_not_a_download(tmp_path: Path) -> None:
+    """`LABRUN_OFFLINE` (set for every test) refuses to fetch from beyond this machine."""
+    target = tmp_path / "text/trec/TREC_10.label"
+    with pytest.raises(DataError, match=r"LABRUN_OFFLINE is set, so it is not downloaded from"):
+        ensure_file(target, "https://cogcomp.seas.upenn.edu/Data/QA/QC/TREC_10.label", None)
+    assert not target.parent.exists()  # nothing was started

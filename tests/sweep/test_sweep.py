@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
 from collections import Counter
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import FAST, labrun_env, run_labrun
+from tests.helpers import FAST, ROOT, labrun_command, labrun_env, run_labrun, wait_for
 
 
 def children(client: MlflowClient, parent_id: str) -> list:
@@ -176,6 +180,58 @@ def test_two_workers_share_one_study(tmp_path: Path, store: str) -> None:
     assert len(finished_by) == 2, finished_by
     # Each worker samples with its own seed: no two trials try the same learning rate.
     assert len({k.data.params["model.optimizer.lr"] for k in kids}) == len(kids)
+
+
+def child_pid(parent: int, marker: str) -> int | None:
+    """The pid of a child process of `parent` whose command line holds `marker`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and marker in cmdline:
+            return int(stat.parent.name)
+    return None
+
+
+def test_a_worker_that_dies_fails_the_sweep(tmp_path: Path, store: str) -> None:
+    """SIGKILL worker 1 while it trains: the sweep ends, exits 1 naming the worker, its parent
+    is FAILED, and the killed worker's trial is closed in Optuna and in MLflow."""
+    env = labrun_env(tmp_path, store)
+    args = ["sweep", *SEARCH, "hparams_search.n_trials=4", "--workers", "2"]
+    proc = subprocess.Popen(
+        [str(labrun_command()), *args], env=env, cwd=ROOT, stdout=PIPE, stderr=PIPE, text=True
+    )
+    client = MlflowClient(store)
+    worker = wait_for(lambda: child_pid(proc.pid, "--worker=1"), 180, "worker 1 to start")
+
+    def training() -> bool:
+        runs = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            f"tags.`labrun.pid` = '{worker}' and attributes.status = 'RUNNING'",
+        )
+        return bool(runs)
+
+    wait_for(training, 240, "worker 1 to train a trial")
+    os.kill(worker, signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("labrun: error:") and "worker 1 exited with -9" in last, last
+    (parent,) = parents(client)
+    assert parent.info.status == "FAILED"
+    assert "worker 1 exited with -9" in parent.data.tags["labrun.error"]
+    kids = children(client, parent.info.run_id)
+    killed = [k for k in kids if k.data.tags["labrun.pid"] == str(worker)]
+    assert killed and all(k.info.status == "FAILED" for k in killed)  # none left RUNNING
+    assert {k.info.status for k in kids} <= {"FINISHED", "FAILED"}
+    import optuna
+
+    study = optuna.load_study(
+        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
+    )
+    assert "RUNNING" not in {t.state.name for t in study.trials}
 
 
 def search_space(tmp_path: Path, name: str, text: str) -> list[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -12,6 +14,18 @@ from labrun.errors import DataError
 from labrun.files import sha256_file, written_whole
 
 log = logging.getLogger(__name__)
+OFFLINE_ENV = "LABRUN_OFFLINE"  # set: data files are never fetched from beyond this machine
+
+
+def check_online(url: str, path: Path) -> None:
+    """With `$LABRUN_OFFLINE` set, a download from anywhere but this machine is refused in one
+    line, at once: a cluster node without network, or a test, must not hang on a fetch."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if os.environ.get(OFFLINE_ENV) and host not in ("127.0.0.1", "localhost", "::1"):
+        raise DataError(
+            f"missing data file {path}; {OFFLINE_ENV} is set, so it is not downloaded from {url}: "
+            "put it there or point paths.data_dir (or LABRUN_DATA_DIR) at a folder that has it"
+        )
 
 
 def ensure_file(
@@ -34,6 +48,7 @@ def ensure_file(
             f"missing data file {path}; put it there or point paths.data_dir "
             "(or LABRUN_DATA_DIR) at a folder that has it"
         )
+    check_online(url, path)
     log.info("downloading %s -> %s", url, path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -159,6 +159,9 @@ class ImageDataModule(SplitDataModule):
                     f"missing data file {self.raw_dir / filename}; point paths.data_dir (or "
                     "LABRUN_DATA_DIR) at a folder holding it, or set data.download=true"
                 )
+            from labrun.data.download import check_online
+
+            check_online(cls.mirrors[0] + filename, self.raw_dir / filename)
             errors = []
             for mirror in cls.mirrors:
                 try:

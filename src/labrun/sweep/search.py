@@ -18,7 +18,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from labrun.config.compose import compose_task
-from labrun.errors import ConfigError
+from labrun.errors import ConfigError, SweepFailed
 from labrun.job.train import train
 from labrun.sweep.parent import child_tags, open_parent, summarize
 
@@ -184,8 +184,9 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
         run_trials(overrides, base, study, parent, sweep_id)
     finally:
         codes = [p.wait() for p in procs]
-    if any(codes):
-        log.warning("worker exit codes: %s", codes)
+    dead = {i: code for i, code in enumerate(codes, start=1) if code}
+    if dead:  # every worker has ended: what is still RUNNING belonged to a dead one
+        close_dead_trials(study, t.uri, t.experiment, sweep_id)
     summary = summarize(t.uri, parent, sweep_id, base.objective.metric, base.objective.direction)
     best = summary["best"]
     print(
@@ -193,4 +194,30 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
         f"{time.time() - start:.1f} s; best {base.objective.metric} = "
         f"{best and best[base.objective.metric]} ({best and best['run']}); parent run {parent}"
     )
+    if dead:
+        reason = ", ".join(f"worker {i} exited with {code}" for i, code in dead.items())
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(t.uri)
+        client.set_tag(parent, "labrun.error", reason)
+        client.set_terminated(parent, "FAILED")
+        raise SweepFailed(f"sweep {sweep_id}: {reason}; parent run {parent} lists its trials")
     return summary
+
+
+def close_dead_trials(study: Any, uri: str, experiment: str, sweep_id: str) -> None:
+    """Trials a dead worker left RUNNING: FAIL in the study, their runs FAILED (stale)."""
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    from labrun.resume.stale import mark_stale, stale_reason
+    from labrun.store.query import search_runs
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        log.warning("trial %d was left running by a worker that died: failed", trial.number)
+        study.tell(trial.number, state=TrialState.FAIL)
+    client = MlflowClient(uri)
+    running = "attributes.status = 'RUNNING'"
+    for run in search_runs(client, [experiment], sweep=sweep_id, filter_string=running):
+        if reason := stale_reason(run):
+            mark_stale(client, run, reason)
