@@ -70,15 +70,13 @@ def test_group_stats_match_a_hand_computation(known_store: str) -> None:
     assert math.isnan(groups["128"]["p_vs_best"])  # the best group itself
 
 
+def pooled_by_hidden_size(store: str) -> list[str]:
+    """`labrun compare` options: the known sweep's runs pooled by hidden size."""
+    return ["--tracking-uri", store, "--sweep", "known-sweep", "--group-by", "model.hidden_size"]
+
+
 def test_compare_reports_in_every_format(known_store: str, tmp_path: Path, capsys) -> None:
-    base = [
-        "--tracking-uri",
-        known_store,
-        "--sweep",
-        "known-sweep",
-        "--group-by",
-        "model.hidden_size",
-    ]
+    base = pooled_by_hidden_size(known_store)
     text = compare(parse([*base, "--format", "csv"]))
     assert "model.hidden_size,n,mean,std,ci_low,ci_high,p_vs_best" in text
     assert "model.dropout" not in text  # the same in every run: not a difference
@@ -208,14 +206,7 @@ def test_html_report_tables_hold_the_runs_values_and_differences(
     assert "a&lt;b&gt;" in page and "c&amp;d" in page
 
     grouped = tmp_path / "grouped"
-    base = [
-        "--tracking-uri",
-        known_store,
-        "--sweep",
-        "known-sweep",
-        "--group-by",
-        "model.hidden_size",
-    ]
+    base = pooled_by_hidden_size(known_store)
     compare(parse([*base, "--format", "html", "-o", str(grouped)]))
     parsed = Tables()
     parsed.feed((grouped / "compare.html").read_text())

@@ -10,11 +10,21 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 from subprocess import PIPE
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import FAST, ROOT, labrun_command, labrun_env, run_labrun, wait_for
+
+
+def load_study(tmp_path: Path) -> Any:
+    """The sweep tests' Optuna study, where `labrun sweep` keeps it by default."""
+    import optuna
+
+    return optuna.load_study(
+        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
+    )
 
 
 def children(client: MlflowClient, parent_id: str) -> list:
@@ -118,11 +128,7 @@ def test_optuna_search_records_trials_and_resumes(tmp_path: Path, store: str) ->
     assert len(kids) == 3
     assert sorted(int(k.data.tags["labrun.trial"]) for k in kids) == [0, 1, 2]
     assert parent.data.tags["labrun.trials"] == "3" and parent.info.status == "FINISHED"
-    import optuna
-
-    study = optuna.load_study(
-        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
-    )
+    study = load_study(tmp_path)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     for kid in kids:  # the value Optuna holds is the run's metric
         trial = study.trials[int(kid.data.tags["labrun.trial"])]
@@ -154,11 +160,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, store
         env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import optuna
-
-    study = optuna.load_study(
-        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
-    )
+    study = load_study(tmp_path)
     states = [t.state.name for t in study.trials]
     assert len(states) == 3
     zero = [t for t in study.trials if t.params.get("model.hidden_size") == 0]
@@ -168,12 +170,14 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, store
 
 def test_two_workers_share_one_study(tmp_path: Path, store: str) -> None:
     env = labrun_env(tmp_path, store)
-    proc = run_labrun(["sweep", *SEARCH, "hparams_search.n_trials=5", "--workers", "2"], env)
+    # Trials long enough (30 batches) that worker 1 has work left once it has imported the stack.
+    slower = ["hparams_search.n_trials=6", "trainer.limit_train_batches=30", "--workers", "2"]
+    proc = run_labrun(["sweep", *SEARCH, *slower], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store)
     (parent,) = parents(client)
     kids = children(client, parent.info.run_id)
-    assert 5 <= len(kids) <= 6  # two workers may each start the last trial at once
+    assert 6 <= len(kids) <= 7  # two workers may each start the last trial at once
     assert len({k.data.tags["labrun.trial"] for k in kids}) == len(kids)
     # Two processes trained: each finished trials of its own.
     finished_by = Counter(k.data.tags["labrun.pid"] for k in kids if k.info.status == "FINISHED")
@@ -199,7 +203,8 @@ def test_a_worker_that_dies_fails_the_sweep(tmp_path: Path, store: str) -> None:
     """SIGKILL worker 1 while it trains: the sweep ends, exits 1 naming the worker, its parent
     is FAILED, and the killed worker's trial is closed in Optuna and in MLflow."""
     env = labrun_env(tmp_path, store)
-    args = ["sweep", *SEARCH, "hparams_search.n_trials=4", "--workers", "2"]
+    slower = ["hparams_search.n_trials=8", "trainer.limit_train_batches=30", "--workers", "2"]
+    args = ["sweep", *SEARCH, *slower]
     proc = subprocess.Popen(
         [str(labrun_command()), *args], env=env, cwd=ROOT, stdout=PIPE, stderr=PIPE, text=True
     )
@@ -226,11 +231,7 @@ def test_a_worker_that_dies_fails_the_sweep(tmp_path: Path, store: str) -> None:
     killed = [k for k in kids if k.data.tags["labrun.pid"] == str(worker)]
     assert killed and all(k.info.status == "FAILED" for k in killed)  # none left RUNNING
     assert {k.info.status for k in kids} <= {"FINISHED", "FAILED"}
-    import optuna
-
-    study = optuna.load_study(
-        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
-    )
+    study = load_study(tmp_path)
     assert "RUNNING" not in {t.state.name for t in study.trials}
 
 
@@ -257,11 +258,7 @@ def test_the_median_pruner_stops_a_trial_that_trails(tmp_path: Path, store: str)
     longer = ["trainer.max_epochs=3", "trainer.limit_train_batches=20"]
     proc = run_labrun(["sweep", *overrides, *longer], labrun_env(tmp_path, store))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import optuna
-
-    study = optuna.load_study(
-        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
-    )
+    study = load_study(tmp_path)
     first, second = study.trials
     assert first.params["model.optimizer.lr"] == 0.005 and first.state.name == "COMPLETE"
     assert second.params["model.optimizer.lr"] == 1e-9 and second.state.name == "PRUNED"
@@ -285,11 +282,7 @@ def test_a_nan_objective_is_a_failed_trial(tmp_path: Path, store: str) -> None:
     objective = ["objective.metric=val/loss", "objective.direction=minimize"]
     proc = run_labrun(["sweep", *overrides, *objective], labrun_env(tmp_path, store))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import optuna
-
-    study = optuna.load_study(
-        study_name="trec_lstm-optuna", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
-    )
+    study = load_study(tmp_path)
     assert [t.state.name for t in study.trials] == ["FAIL"]
     client = MlflowClient(store)
     (parent,) = parents(client)
@@ -313,10 +306,7 @@ def test_a_trial_left_running_by_a_dead_process_is_marked_failed(
     proc = run_labrun(["sweep", *SEARCH, "hparams_search.n_trials=2"], labrun_env(tmp_path, store))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trial 0 was left running by a process that died" in proc.stderr
-    states = [
-        t.state.name
-        for t in optuna.load_study(study_name="trec_lstm-optuna", storage=storage).trials
-    ]
+    states = [t.state.name for t in load_study(tmp_path).trials]
     assert states[0] == "FAIL" and states[1:] == ["COMPLETE"]  # and the study went on to n_trials
 
 

@@ -30,7 +30,7 @@ def add_store_options(parser: argparse.ArgumentParser, allow_target: bool = True
 
 
 def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
-    """Run a Hydra task; a LabrunError ends it with one line and exit code 2. In a multirun a
+    """Run a Hydra task; a LabrunError ends it with one line and its exit code. In a multirun a
     failed job's run is FAILED and the sweep goes on (its parent counts it)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -44,7 +44,7 @@ def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
         if multirun:
             print(f"labrun: error: job {HydraConfig.get().job.num}: {exc}", file=sys.stderr)
             return None
-        fail(str(exc))
+        fail(str(exc), exc.exit_code)
     except Exception:
         if multirun:
             log.exception("job %s failed", HydraConfig.get().job.num)

@@ -39,25 +39,25 @@ def _malformed(path: Path, number: int, expected: str, line: str) -> DataError:
 
 def read_prefixed(path: Path, raw: bytes, encoding: str) -> Iterator[Row]:
     """`<label> <text>` per line (SST `stsa.*`)."""
-    for number, line in read_lines(path, raw, encoding):
-        if not line.strip():
-            yield number, "", ""
-            continue
-        label, sep, text = line.partition(" ")
-        if not sep or not label:
-            raise _malformed(path, number, "'<label> <text>'", line)
-        yield number, label, text
+    return _read_separated(path, raw, encoding, " ", "'<label> <text>'")
 
 
 def read_tsv(path: Path, raw: bytes, encoding: str) -> Iterator[Row]:
     """`<label>\\t<text>` per line, split on the first tab only (SMS Spam)."""
+    return _read_separated(path, raw, encoding, "\t", "'<label>\\t<text>'")
+
+
+def _read_separated(
+    path: Path, raw: bytes, encoding: str, separator: str, expected: str
+) -> Iterator[Row]:
+    """A label, the first `separator`, the text; an empty line is an empty row."""
     for number, line in read_lines(path, raw, encoding):
         if not line.strip():
             yield number, "", ""
             continue
-        label, sep, text = line.partition("\t")
+        label, sep, text = line.partition(separator)
         if not sep or not label:
-            raise _malformed(path, number, "'<label>\\t<text>'", line)
+            raise _malformed(path, number, expected, line)
         yield number, label, text
 
 
