@@ -194,3 +194,27 @@ def test_configs_ship_with_the_package() -> None:
     assert (CONF / "train.yaml").is_file()
     registered = {name.removesuffix(".yaml") for name in ConfigStore.instance().list("experiment")}
     assert registered == set(RECIPES)
+
+
+def test_an_edited_recipe_is_seen_by_the_next_compose(tmp_path: Path) -> None:
+    """Recipes are parsed once per change, not once per compose, and an edit is picked up."""
+    import os
+
+    from hydra.core.config_store import ConfigStore
+
+    from labrun.config import schema
+
+    recipe = tmp_path / "probe_recipe.yaml"
+    recipe.write_text("# @package _global_\nseed: 1\n")
+    store = ConfigStore.instance()
+    try:
+        schema.register_recipes(tmp_path)
+        assert store.load("experiment/probe_recipe.yaml").node.seed == 1
+        recipe.write_text("# @package _global_\nseed: 2\n")
+        stamp = recipe.stat().st_mtime_ns + 1_000_000_000  # a later mtime, however coarse
+        os.utime(recipe, ns=(stamp, stamp))
+        schema.register_recipes(tmp_path)
+        assert store.load("experiment/probe_recipe.yaml").node.seed == 2
+    finally:
+        store.repo["experiment"].pop("probe_recipe.yaml", None)
+        schema._STORED.pop(recipe, None)

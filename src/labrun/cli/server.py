@@ -20,6 +20,8 @@ def main(argv: list[str]) -> None:
         print(f"MLflow server {info.uri} on PostgreSQL {info.database_uri()}")
         print(f"  labrun train tracking=server tracking.uri={info.uri}")
         print(f"  optuna storage: {info.database_uri('optuna')}")
+    elif server.read(Path(args.dir)) is None:
+        print(f"no server recorded in {args.dir}: nothing to stop")
     else:
         server.stop(Path(args.dir))
         print("stopped")
