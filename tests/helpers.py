@@ -101,3 +101,41 @@ def artifact_paths(client: Any, run_id: str, path: str = "") -> set[str]:
     for item in client.list_artifacts(run_id, path):
         out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
     return out
+
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "labrun tests",
+    "GIT_AUTHOR_EMAIL": "tests@labrun.invalid",
+    "GIT_COMMITTER_NAME": "labrun tests",
+    "GIT_COMMITTER_EMAIL": "tests@labrun.invalid",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in `repo` as the tests' own identity; fails the test on a non-zero exit."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_IDENTITY},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def new_project(into: Path, name: str) -> Path:
+    """`labrun new NAME` (in-process), committed: a user's own repository."""
+    from labrun.scaffold.new import new
+
+    for key, value in GIT_IDENTITY.items():
+        os.environ.setdefault(key, value)
+    project, committed = new(name, into)
+    assert committed, "the scaffold was not committed"
+    return project
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace `old` (which must be there) by `new` in a file."""
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))

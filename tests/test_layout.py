@@ -21,7 +21,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "before_layout"
 # Rooms from the top of the loop down; a room may import only rooms below it (and itself).
 LAYERS = [
     {"__main__"},
-    {"cli"},
+    {"__init__"},  # the package's face: `labrun.train(...)` and friends, imported on use
+    {"cli", "api"},
+    {"scaffold"},
     {"sweep", "rerun", "compare"},
     {"job"},
     {"resume"},
@@ -31,7 +33,7 @@ LAYERS = [
     {"metrics"},
     {"data"},
     {"config"},
-    {"contracts", "errors", "files", "tables", "moved", "__init__"},  # small shared modules
+    {"contracts", "errors", "files", "tables", "moved", "callable", "version"},  # small, shared
 ]
 RANK = {room: i for i, layer in enumerate(LAYERS) for room in layer}
 SHARED = LAYERS[-1]

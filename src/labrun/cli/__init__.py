@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from labrun.cli.common import fail
 
@@ -13,6 +14,8 @@ USAGE = """usage: labrun COMMAND [ARGS]
 commands:
   train [OVERRIDES]     compose a config, train, test and record an MLflow run (-m: a grid)
   eval  [OVERRIDES]     test a trained model: run_id=<id> or ckpt_path=<file>
+  check [OVERRIDES]     your model and data checked against labrun's contract, without training
+  new NAME              a small working project of your own: model, data, experiment, test
   sweep [OVERRIDES]     an Optuna search: hparams_search=NAME [--workers N]; rerun to resume
   compare [RUNS] ...    what differs between runs, and whether it is real (--help)
   rerun RUN_ID [OVERRIDES]
@@ -23,11 +26,13 @@ commands:
 
 Overrides are Hydra's: experiment=sst2_lstm model.hidden_size=256 debug=fdr ...
 Hydra's own flags work too: labrun train --cfg job, labrun train --help, labrun train -m ...
+Your project's configs are found on their own: ./conf, [tool.labrun] config_dirs in its
+pyproject.toml, $LABRUN_CONFIG_PATH, or --config-dir DIR on any command.
 """
 
-HYDRA_FLAGS = {
-    "--cfg",
-    "-c",
+# Hydra flags after which labrun does not compose the config first: they print something else,
+# or (-m) expand a grid that the preflight cannot compose as one config.
+NO_PREFLIGHT = {
     "--help",
     "-h",
     "--hydra-help",
@@ -41,25 +46,55 @@ HYDRA_FLAGS = {
     "-cp",
     "--config-name",
     "-cn",
-    "--config-dir",
-    "-cd",
     "--version",
 }
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 log = logging.getLogger("labrun")
 
 
-def hydra_task(name: str, app: Callable[[], None], argv: list[str]) -> None:
-    """A Hydra app (train, eval): the config checked in one line first, then Hydra runs it."""
-    from labrun.config.compose import preflight
+def take_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`--config-dir DIR` (also `-cd DIR`, `--config-dir=DIR`) anywhere in `argv`: the folders,
+    and the rest in order."""
+    dirs, rest = [], []
+    args = iter(argv)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in CONFIG_DIR_FLAGS:
+            given = value if eq else next(args, None)
+            if not given:
+                fail(f"{flag} needs a folder: {flag} DIR")
+            if not Path(given).is_dir():
+                fail(
+                    f"{flag} {given}: no such folder; give the folder that holds your config groups"
+                )
+            dirs.append(given)
+        else:
+            rest.append(arg)
+    return dirs, rest
 
-    if not any(a.split("=")[0] in HYDRA_FLAGS for a in argv) and not any(
-        a.startswith("hydra") for a in argv
-    ):
-        preflight(name, argv)
-    # Hydra reads its overrides from sys.argv; argv[0] names the command in Hydra's --help.
-    sys.argv = [f"labrun {name}", *argv]
-    app()
+
+def is_override(arg: str) -> bool:
+    """`key=value`, `+key=value`, `~key`: not a flag, nor a flag's value (`--cfg job`)."""
+    return arg[:1] in ("+", "~") or (not arg.startswith("-") and "=" in arg)
+
+
+def hydra_task(name: str, app: Callable[[], None], argv: list[str]) -> None:
+    """A Hydra app (train, eval): the config checked in one line first, then Hydra runs it.
+
+    `--config-dir` joins `$LABRUN_CONFIG_PATH` (the user's folders, after labrun's own), so the
+    preflight, Hydra and every child process search the same folders.
+    """
+    from labrun.config.compose import preflight
+    from labrun.config.search_path import extra_config_dirs
+
+    dirs, argv = take_config_dirs(argv)
+    with extra_config_dirs(dirs):
+        if not any(a.split("=")[0] in NO_PREFLIGHT for a in argv):
+            preflight(name, [a for a in argv if is_override(a)])
+        # Hydra reads its overrides from sys.argv; argv[0] names the command in Hydra's --help.
+        sys.argv = [f"labrun {name}", *argv]
+        app()
 
 
 def _train(argv: list[str]) -> None:
@@ -72,6 +107,21 @@ def _eval(argv: list[str]) -> None:
     from labrun.cli import eval as eval_command
 
     hydra_task("eval", eval_command.main, argv)
+
+
+def _check(argv: list[str]) -> None:
+    from labrun.cli import check
+    from labrun.config.search_path import extra_config_dirs
+
+    dirs, rest = take_config_dirs(argv)
+    with extra_config_dirs(dirs):
+        check.main(rest)
+
+
+def _new(argv: list[str]) -> None:
+    from labrun.cli import new
+
+    new.main(argv)
 
 
 def _sweep(argv: list[str]) -> None:
@@ -114,6 +164,8 @@ def _server(argv: list[str]) -> None:
 VERBS: dict[str, Callable[[list[str]], None]] = {
     "train": _train,
     "eval": _eval,
+    "check": _check,
+    "new": _new,
     "sweep": _sweep,
     "compare": _compare,
     "rerun": _rerun,

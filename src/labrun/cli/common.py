@@ -29,6 +29,16 @@ def add_store_options(parser: argparse.ArgumentParser, allow_target: bool = True
         )
 
 
+def add_config_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a config folder to search beyond the run's recorded ones (repeatable)",
+    )
+
+
 def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
     """Run a Hydra task; a LabrunError ends it with one line and its exit code. In a multirun a
     failed job's run is FAILED and the sweep goes on (its parent counts it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from labrun.cli.common import add_store_options
+from labrun.cli.common import add_config_dir_option, add_store_options
 from labrun.rerun.rerun import __doc__ as rerun_doc
 from labrun.rerun.rerun import rerun
 
@@ -27,7 +27,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (non-exact runs)")
     p.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance (non-exact runs)")
     add_store_options(p)
-    return p.parse_args(argv)
+    add_config_dir_option(p)
+    return p.parse_intermixed_args(argv)  # options and overrides in any order
 
 
 def main(argv: list[str]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import open_dict
 
-from labrun.cli.common import add_store_options
+from labrun.cli.common import add_config_dir_option, add_store_options
 from labrun.errors import LabrunError
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("run_id")
     p.add_argument("--checkpoint", help="resume from this file instead of the newest checkpoint")
     add_store_options(p)
-    return p.parse_args(argv)
+    add_config_dir_option(p)
+    return p.parse_intermixed_args(argv)
 
 
 def resume(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,7 +68,10 @@ def resume(args: argparse.Namespace) -> dict[str, Any]:
             cfg.tracking.uri = client.tracking_uri
             cfg.allowed_targets = list(args.allow_target)
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
-        return train(cfg, resume_run_id=args.run_id)
+        from labrun.config.search_path import extra_config_dirs
+
+        with extra_config_dirs(args.config_dir):  # searched by anything composed on the way
+            return train(cfg, resume_run_id=args.run_id)
 
 
 def main(argv: list[str]) -> None:

@@ -3,44 +3,31 @@ loop. The CLI's preflight, sweep trials, reruns and tests all compose through `c
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # src/labrun (or site-packages/labrun)
-ROOT_MARKERS = ("pyproject.toml", ".git")
+from labrun.config.folders import PACKAGE_DIR, config_dir, project_root, recipes_dir
+
+__all__ = [
+    "PACKAGE_DIR",
+    "compose",
+    "compose_task",
+    "config_dir",
+    "preflight",
+    "project_root",
+    "recipes_dir",
+]
 
 
-def config_dir() -> Path:
-    """The config folder: the one shipped in the wheel, else the source checkout's `conf/`."""
-    packaged = PACKAGE_DIR / "conf"
-    if packaged.is_dir():
-        return packaged
-    return PACKAGE_DIR.parent.parent / "conf"
+def direction_mode(direction: str) -> str:
+    """`objective.direction` as a callback's `mode`: maximize -> max, minimize -> min."""
+    from labrun.errors import ConfigError
 
-
-def recipes_dir() -> Path:
-    """The recipes (the `experiment` group): shipped in the wheel, else `experiments/`."""
-    packaged = PACKAGE_DIR / "experiments"
-    if packaged.is_dir():
-        return packaged
-    return PACKAGE_DIR.parent.parent / "experiments"
-
-
-def project_root(start: str | os.PathLike[str] | None = None) -> Path:
-    """`$LABRUN_ROOT`, else the nearest folder above `start` (the cwd) holding a project marker.
-
-    A user running from a sub-folder of their project gets the project's run folder, and one
-    running outside any project gets the current directory.
-    """
-    if env := os.environ.get("LABRUN_ROOT"):
-        return Path(env).resolve()
-    here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        if any((folder / marker).exists() for marker in ROOT_MARKERS):
-            return folder
-    return here
+    modes = {"maximize": "max", "minimize": "min"}
+    if direction not in modes:
+        raise ConfigError(f"objective.direction must be maximize or minimize, not '{direction}'")
+    return modes[direction]
 
 
 def register_resolvers() -> None:
@@ -51,6 +38,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("labrun.root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("labrun.abspath"):
         OmegaConf.register_new_resolver("labrun.abspath", lambda p: str(Path(p).resolve()))
+    if not OmegaConf.has_resolver("labrun.mode"):
+        OmegaConf.register_new_resolver("labrun.mode", direction_mode)
     register_schemas()
     register_recipes(recipes_dir())
 
@@ -89,9 +78,11 @@ def preflight(config_name: str, overrides: list[str]) -> None:
     """Compose and check every `_target_` before Hydra starts the job: a bad key or type fails
     here, in one line, before any output folder, run or data read exists."""
     from labrun.config.explain import explain
+    from labrun.config.search_path import config_dirs
     from labrun.config.targets import check_targets
     from labrun.errors import ConfigError
 
+    config_dirs(check=True)  # a named folder that is missing, before Hydra skips it
     cfg = compose(config_name, overrides)
     try:
         check_targets(cfg)

@@ -49,7 +49,9 @@ def check_allowed(target: str, where: str, allowed: tuple[str, ...] | list[str] 
     """Refuse a `_target_` outside the allowlist, before anything is imported."""
     if not isinstance(target, str) or not target:
         raise ConfigError(f"'{where}._target_' must be a dotted name, got {target!r}")
-    extra = [a for a in allowed if a]
+    from labrun.config.search_path import trusted_targets
+
+    extra = [a for a in (*allowed, *trusted_targets()) if a]
     if _within(target, DENIED_TARGETS) and not _within(target, [a for a in extra if "." in a]):
         raise ConfigError(
             f"'{where}._target_: {target}' is refused: it can load or run arbitrary code"
@@ -58,7 +60,8 @@ def check_allowed(target: str, where: str, allowed: tuple[str, ...] | list[str] 
         raise ConfigError(
             f"'{where}._target_: {target}' is outside the allowed packages "
             f"({', '.join((*ALLOWED_TARGETS, *extra))}); if you trust it, add its package to "
-            "allowed_targets (e.g. allowed_targets=[mypkg])"
+            "allowed_targets (e.g. allowed_targets=[mypkg], or [tool.labrun] allowed_targets "
+            "in your project's pyproject.toml)"
         )
 
 

@@ -40,10 +40,13 @@ def build_trainer(
     (skipping steps up to `logged_through`, for a resumed run)."""
     from hydra.utils import get_class
 
+    from labrun.job.checks import MonitoredMetrics, monitored
     from labrun.tracking.logger import RunLogger
 
     callbacks = [build(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += extra_callbacks or []
+    # First, so a metric nobody logs is named before EarlyStopping's own error.
+    callbacks.insert(0, MonitoredMetrics(monitored(cfg, callbacks)))
     loggers = []
     for conf in (cfg.logger or {}).values():
         if conf is None:

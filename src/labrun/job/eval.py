@@ -15,6 +15,7 @@ from labrun.contracts import DataModule, Prepares, require
 from labrun.errors import ConfigError, TrackingError
 from labrun.job import determinism
 from labrun.job.build import build, build_trainer
+from labrun.job.checks import check_model_kwargs
 from labrun.tracking.record import (
     open_run,
     record_config,
@@ -71,6 +72,7 @@ def evaluate(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, A
             dm.prepare_data()
             dm.setup("test")
             record_data(run, dm)
+            check_model_kwargs(cfg.model, dm.model_kwargs())
             model = build(cfg.model, **dm.model_kwargs())
             if isinstance(model, Prepares):
                 run.log_metrics(model.prepare(dm, cfg.paths.run_dir))

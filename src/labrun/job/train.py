@@ -15,6 +15,7 @@ from labrun.config.targets import check_targets
 from labrun.contracts import DataModule, Exports, Prepares, require
 from labrun.job import determinism, ranks
 from labrun.job.build import build, build_trainer
+from labrun.job.checks import check_model_kwargs, optional_hooks
 from labrun.resume.state import ResumableState
 from labrun.tracking.logger import RunLogger
 from labrun.tracking.record import (
@@ -62,7 +63,10 @@ def train(
         if leader:
             record_data(run, dm)
         run.raise_if_signalled()
+        check_model_kwargs(cfg.model, dm.model_kwargs())
         model = build(cfg.model, **dm.model_kwargs())
+        for note in optional_hooks(model) if leader else []:
+            log.warning(note)
         if isinstance(model, Prepares):  # e.g. the GAN's feature space, before any RNG use
             run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
         extra = [

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from labrun.config.compose import project_root
 from labrun.errors import LabrunError
 from labrun.rerun.fetch import Recorded
 from labrun.rerun.overrides import task_overrides
@@ -23,25 +24,45 @@ log = logging.getLogger(__name__)
 
 
 def run_at_commit(recorded: Recorded, env_paths: DictConfig, uri: str, extra: list[str]) -> str:
-    """Train with the recorded commit and diff, checked out in a temporary git worktree, and
-    return the new run's id. The code there composes the run's own overrides."""
-    from labrun.config.compose import project_root
-
+    """Train with each recorded repository (the project's, and any a package of the run came
+    from) at its recorded commit plus diff, checked out in temporary worktrees, and return the
+    new run's id. The code there composes the run's own overrides."""
     prov = recorded.provenance or {}
     commit = (prov.get("git") or {}).get("commit")
     if not commit:
         raise LabrunError(f"run '{recorded.run_id}' recorded no git commit; --at-commit needs one")
-    if prov["git"].get("diff_redacted"):
+    if prov["git"].get("diff_redacted") or any(
+        s.get("diff_redacted") for s in (prov.get("code") or {}).values()
+    ):
         raise LabrunError(
             "the recorded diff had secret values, which were not stored; commit the "
             "change (without the secret) or rerun without --at-commit"
         )
+    refuse_untracked(prov)
     name = f"rerun-{uuid.uuid4().hex[:12]}"
-    with worktree(project_root(), commit, recorded.git_diff) as tree:
+    with contextlib.ExitStack() as stack:
+        root = project_root()
+        tree = stack.enter_context(worktree(root, commit, recorded.git_diff))
+        paths = [tree / "src"]
+        for package, state in (prov.get("code") or {}).items():
+            if not (state.get("repo") and state.get("commit") and state.get("package_in_repo")):
+                continue
+            here = _repo_now(package, state, Path(state["repo"]) == Path(prov_root(recorded)))
+            if here is None or here.resolve() == root.resolve():
+                into = tree
+            else:
+                diff = (recorded.code_diffs or {}).get(package)
+                into = stack.enter_context(worktree(here, state["commit"], diff))
+            paths.insert(0, (into / state["package_in_repo"]).parent)
+        dirs = [
+            str(d if d.is_absolute() else tree / d)
+            for d in map(Path, prov.get("config_dirs") or [])
+        ]
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(tree / "src"), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([*map(str, paths), os.environ.get("PYTHONPATH", "")]),
             "LABRUN_ROOT": str(tree),
+            "LABRUN_CONFIG_PATH": os.pathsep.join(dirs),
             "LABRUN_DATA_DIR": str(env_paths.data_dir),
             "LABRUN_RUN_DIR": str(env_paths.run_dir),
             "MLFLOW_TRACKING_URI": uri,
@@ -52,10 +73,48 @@ def run_at_commit(recorded: Recorded, env_paths: DictConfig, uri: str, extra: li
         done = subprocess.run(command, cwd=tree, env=env)
         if done.returncode:
             raise LabrunError(f"the run at commit {commit[:12]} failed (exit {done.returncode})")
+    return _run_named(uri, recorded.experiment, name, commit)
+
+
+def refuse_untracked(prov: dict) -> None:
+    """A repository restored from commit + diff lacks the files git did not track; where the
+    run had untracked source files there, the rerun could not be the run."""
+    from labrun.rerun.drift import CODE_SUFFIXES
+
+    states = [prov.get("git") or {}, *(prov.get("code") or {}).values()]
+    for state in states:
+        code = [f for f in state.get("untracked") or [] if Path(f).suffix in CODE_SUFFIXES]
+        if code and state.get("commit"):
+            where = state.get("repo") or "the project"
+            raise LabrunError(
+                f"the run had untracked source files in {where} ({', '.join(code[:3])}"
+                f"{', ...' if len(code) > 3 else ''}), which a commit cannot restore; "
+                "rerun without --at-commit"
+            )
+
+
+def prov_root(recorded: Recorded) -> str:
+    return str((recorded.config.get("paths") or {}).get("root_dir") or "")
+
+
+def _repo_now(package: str, state: dict, is_project: bool) -> Path | None:
+    """The repository a package came from, here: where the package imports from now, else
+    the recorded folder if it still exists."""
+    from labrun.tracking.code import package_dir, repo_root
+
+    if is_project:
+        return None
+    if (now := package_dir(package)) is not None and (found := repo_root(now)) is not None:
+        return found
+    recorded = Path(state["repo"])
+    return recorded if recorded.is_dir() else None
+
+
+def _run_named(uri: str, experiment: str, name: str, commit: str) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(recorded.experiment)
+    exp = client.get_experiment_by_name(experiment)
     found = client.search_runs([exp.experiment_id], f"attributes.run_name = '{name}'")
     if not found:
         raise LabrunError(f"the run at commit {commit[:12]} left no run named {name}")

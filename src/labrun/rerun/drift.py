@@ -1,7 +1,8 @@
 """What changed between the environment a run recorded and this one, before it is rerun.
 
 Five kinds, each a reason two runs of one config can differ: code (commit, uncommitted diff,
-untracked files), packages (`pip freeze`), data (sha256 of every file the run read), config
+untracked files; and per package that gave a `_target_`, its commit, version and changed
+source files), packages (`pip freeze`), data (sha256 of every file the run read), config
 schema (keys the config has gained or lost since) and hardware (device, CPU, threads).
 """
 
@@ -46,7 +47,7 @@ def code(recorded: dict[str, Any], recorded_diff: str, root: Path) -> list[Drift
                 "code",
                 "uncommitted changes",
                 f"{len(recorded_diff or '')} bytes of diff",
-                f"{len(now['diff'] or '')} bytes of diff",
+                f"{len(now['diff'] or '')} bytes of diff{_files_in(now['diff'] or '')}",
             )
         )
     before, after = (
@@ -63,6 +64,46 @@ def code(recorded: dict[str, Any], recorded_diff: str, root: Path) -> list[Drift
             )
         )
     return found
+
+
+def _files_in(diff: str) -> str:
+    """`: a.py, b.py`: the files a git diff touches, to name them in the report."""
+    names = sorted(
+        {line.split(" b/", 1)[-1] for line in diff.splitlines() if line.startswith("diff --git ")}
+    )
+    return f": {', '.join(names)}" if names else ""
+
+
+def package_code(recorded: dict[str, dict[str, Any]], project_repo: Path) -> list[Drift]:
+    """Each package that provided a `_target_`, as it is now: its commit (where its repository
+    is not the project's, which `code` checks), version, and the source files that changed,
+    by name."""
+    from labrun.tracking.code import package_state
+
+    found = []
+    for name, before in sorted(recorded.items()):
+        now = package_state(name)
+        if now["source"] == "missing" and before.get("source") != "missing":
+            found.append(Drift("code", name, before.get("path") or "importable", "not importable"))
+            continue
+        if before.get("version") != now.get("version"):
+            found.append(Drift("code", f"{name} version", *_either(before, now, "version")))
+        other_repo = before.get("repo") and Path(before["repo"]) != project_repo.resolve()
+        if other_repo and before.get("commit") != now.get("commit"):
+            found.append(Drift("code", f"{name} git commit", *_either(before, now, "commit")))
+        if "files" in before and before["files"] != now.get("files", {}):
+            old, new = before["files"], now.get("files", {})
+            changed = sorted(f for f in old.keys() & new.keys() if old[f] != new[f])
+            gone, added = sorted(old.keys() - new.keys()), sorted(new.keys() - old.keys())
+            what = [*changed, *(f"{f} (new)" for f in added), *(f"{f} (removed)" for f in gone)]
+            found.append(
+                Drift("code", f"{name} files", f"sha256:{before['sha256'][:12]}", ", ".join(what))
+            )
+    return found
+
+
+def _either(before: dict[str, Any], now: dict[str, Any], key: str) -> tuple[str, str]:
+    return str(before.get(key) or "-"), str(now.get(key) or "-")
 
 
 def packages(recorded: list[str]) -> list[Drift]:
@@ -160,6 +201,7 @@ def check(
     checked = []
     if prov is not None and not skip_code:
         items += code(prov.get("git", {}), git_diff or "", root)
+        items += package_code(prov.get("code") or {}, root)
         checked.append("code")
     if requirements is not None:
         items += packages(requirements)

@@ -28,6 +28,21 @@ class Recorded:
     requirements: list[str] | None
     fingerprint: dict[str, str] | None
     final: dict[str, float]
+    code_diffs: dict[str, str] | None = None  # per package in a repository of its own
+
+
+def trusted(provenance: dict[str, Any] | None) -> list[str]:
+    """What the run's own project, where found here through its package, trusts in `_target_`
+    (its `[tool.labrun] allowed_targets`): a local file, not the stored config."""
+    from labrun.config.search_path import trusted_targets
+    from labrun.rerun.locate import project_now
+
+    found = []
+    for name, state in ((provenance or {}).get("code") or {}).items():
+        if name != "labrun" and state.get("path"):
+            root = project_now({"code": {name: state}}, state["path"])
+            found += trusted_targets(root) if root else []
+    return found
 
 
 def fetch(client: Any, run_id: str, allowed: list[str]) -> Recorded:
@@ -43,7 +58,8 @@ def fetch(client: Any, run_id: str, allowed: list[str]) -> Recorded:
         )
     with tempfile.TemporaryDirectory() as tmp:
         into = Path(tmp)
-        config = stored.stored_config(client, run_id, into, allowed)
+        provenance = stored.read_json(client, run_id, "provenance/provenance.json", into)
+        config = stored.stored_config(client, run_id, into, [*allowed, *trusted(provenance)])
         overrides = stored.read_json(client, run_id, "config/overrides.json", into) or {}
         requirements = stored.read_text(client, run_id, "provenance/requirements.txt", into)
         final = stored.read_json(client, run_id, "metrics/final.json", into)
@@ -54,12 +70,17 @@ def fetch(client: Any, run_id: str, allowed: list[str]) -> Recorded:
             experiment=client.get_experiment(run.info.experiment_id).name,
             config=config,
             overrides=[str(o) for o in overrides.get("overrides", [])],
-            provenance=stored.read_json(client, run_id, "provenance/provenance.json", into),
+            provenance=provenance,
             git_diff=stored.read_text(client, run_id, "provenance/git.diff", into),
             requirements=requirements.split() if requirements is not None else None,
             fingerprint=stored.read_json(client, run_id, "provenance/data_fingerprint.json", into),
             final=final or {},
         )
+        recorded.code_diffs = {
+            name: stored.read_text(client, run_id, f"provenance/code/{name}.diff", into) or ""
+            for name, state in ((recorded.provenance or {}).get("code") or {}).items()
+            if state.get("dirty")
+        }
     if not recorded.final and run.info.status == "FINISHED":
         log.warning("run %s stored no metrics/final.json: nothing to compare", run_id)
     return recorded

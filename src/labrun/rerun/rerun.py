@@ -23,6 +23,7 @@ from labrun.errors import ConfigError, LabrunError
 from labrun.rerun import drift
 from labrun.rerun.at_commit import run_at_commit
 from labrun.rerun.fetch import Recorded, fetch
+from labrun.rerun.locate import located
 from labrun.rerun.overrides import apply_overrides, compose_today, relocate
 from labrun.rerun.show import print_drift, print_verdict
 from labrun.rerun.verdict import exact_expected, tolerance_text, verdict
@@ -59,6 +60,12 @@ def rerun(args: argparse.Namespace) -> dict[str, Any]:
 
     client = client_for(args.tracking_uri)
     recorded = fetch(client, args.run_id, args.allow_target)
+    with located(recorded, getattr(args, "config_dir", None) or []):
+        return rerun_located(args, client, recorded)
+
+
+def rerun_located(args: argparse.Namespace, client: Any, recorded: Recorded) -> dict[str, Any]:
+    """The rerun, with the run's project and config folders found (`rerun.locate`)."""
     variant = is_variant(recorded, args.overrides)
     fresh, compose_error = compose_today(recorded, [])
     here = fresh.paths if fresh is not None else _default_paths()
@@ -179,3 +186,31 @@ def _default_paths() -> DictConfig:
     from labrun.config.compose import compose_task
 
     return compose_task([], "rerun-compose").paths
+
+
+def rerun_run(
+    run_id: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    at_commit: bool = False,
+    allow_drift: bool = False,
+    rtol: float = 1e-3,
+    atol: float = 1e-6,
+    tracking_uri: str | None = None,
+    allow_target: list[str] | tuple[str, ...] = (),
+    config_dir: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """`labrun rerun` from Python (`labrun.rerun(run_id)`): the new run id, the drift report,
+    and the verdict with its per-metric rows. Drift that stops the rerun raises DriftStop."""
+    args = argparse.Namespace(
+        run_id=run_id,
+        overrides=list(overrides),
+        at_commit=at_commit,
+        allow_drift=allow_drift,
+        rtol=rtol,
+        atol=atol,
+        tracking_uri=tracking_uri,
+        allow_target=list(allow_target),
+        config_dir=list(config_dir),
+    )
+    return rerun(args)

@@ -8,7 +8,6 @@ import json
 import platform
 import shlex
 import socket
-import subprocess
 import sys
 from importlib.metadata import distributions
 from pathlib import Path
@@ -16,32 +15,11 @@ from typing import Any
 
 import torch
 
-import labrun
+from labrun.tracking.code import tag_value
+from labrun.tracking.git import _git, git_state
 
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout
-
-
-def git_state(root: Path) -> dict[str, Any]:
-    """Commit, dirty flag and the diff against it (untracked files listed by name)."""
-    commit = _git(root, "rev-parse", "HEAD")
-    if commit is None:
-        return {"commit": None, "dirty": None, "diff": "", "untracked": []}
-    status = _git(root, "status", "--porcelain", "--untracked-files=all") or ""
-    untracked = [line[3:] for line in status.splitlines() if line.startswith("??")]
-    return {
-        "commit": commit.strip(),
-        "dirty": bool(status.strip()),
-        "diff": _git(root, "diff", "HEAD") or "",
-        "untracked": untracked,
-    }
+__all__ = ["_git", "collect", "git_state", "pip_freeze", "tags"]
+from labrun.version import __version__ as labrun_version
 
 
 @functools.cache
@@ -91,7 +69,7 @@ def collect(root: Path, seed: int, threads: int) -> dict[str, Any]:
         "machine": platform.machine(),
         "hostname": socket.gethostname(),
         "command": shlex.join(sys.argv),
-        "labrun_version": labrun.__version__,
+        "labrun_version": labrun_version,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -113,4 +91,8 @@ def tags(prov: dict[str, Any]) -> dict[str, str]:
         "labrun.hostname": prov["hostname"],
         "labrun.version": prov["labrun_version"],
         "labrun.command": prov["command"][:5000],
+        **{f"labrun.code.{name}": tag_value(state) for name, state in prov.get("code", {}).items()},
+        **(
+            {"labrun.config_dirs": ",".join(prov["config_dirs"])} if prov.get("config_dirs") else {}
+        ),
     }

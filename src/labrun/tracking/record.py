@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from labrun.contracts import HasTestResults, TestResults
-from labrun.tracking import provenance
+from labrun.tracking import code, provenance
 from labrun.tracking.params import flatten
 from labrun.tracking.plots import confusion_png, coverage_png, roc_png
 from labrun.tracking.run import TrackedRun
@@ -66,11 +66,22 @@ def record_config(run: TrackedRun, cfg: DictConfig) -> None:
 
 
 def record_provenance(run: TrackedRun, cfg: DictConfig) -> None:
-    prov = provenance.collect(Path(cfg.paths.root_dir), cfg.seed, cfg.threads)
+    """The project's git state, each package's code (`labrun.tracking.code`), the config
+    folders searched, packages, machine; diffs apart as text artifacts."""
+    from labrun.config.search_path import in_use, relative
+
+    root = Path(cfg.paths.root_dir)
+    prov = provenance.collect(root, cfg.seed, cfg.threads)
+    prov["code"] = code.code_state(cfg)
+    prov["config_dirs"] = relative(in_use(), root)
     run.set_tags(provenance.tags(prov))
     diff = prov["git"].pop("diff") or ""
     prov["git"]["diff_redacted"] = scrub_text(diff, assignments=False) != diff
     run.log_text(diff, "provenance/git.diff", code=True)
+    for name, state in prov["code"].items():
+        if package_diff := state.pop("diff", None):
+            state["diff_redacted"] = scrub_text(package_diff, assignments=False) != package_diff
+            run.log_text(package_diff, f"provenance/code/{name}.diff", code=True)
     run.log_text("\n".join(prov.pop("packages")) + "\n", "provenance/requirements.txt")
     run.log_dict(prov, "provenance/provenance.json")
 
@@ -80,6 +91,9 @@ def record_resume(run: TrackedRun, cfg: DictConfig) -> None:
     count = int(run.client.get_run(run.run_id).data.tags.get("labrun.resumes", "0")) + 1
     prov = provenance.collect(Path(cfg.paths.root_dir), cfg.seed, cfg.threads)
     prov["git"].pop("diff")
+    prov["code"] = code.code_state(cfg)
+    for state in prov["code"].values():
+        state.pop("diff", None)
     prov.pop("packages")
     prov["checkpoint"] = cfg.ckpt_path
     run.log_dict(prov, f"provenance/resume_{count}.json")

@@ -1,0 +1,75 @@
+"""`labrun.compare(...)` and `labrun.runs(...)` for notebooks: the CLI's selection as pandas
+DataFrames."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from labrun.compare.report import group_sections
+from labrun.compare.select import pick_metrics, select
+from labrun.store.client import client_for
+from labrun.store.query import differing_params, rows
+
+
+def selection(
+    runs: Sequence[str] = (),
+    experiment: str | Sequence[str] = (),
+    sweep: str | None = None,
+    tag: dict[str, str] | None = None,
+    filter: str = "",
+    tracking_uri: str | None = None,
+) -> tuple[Any, list[Any]]:
+    """The store's client and the runs `labrun compare` would select with these options."""
+    client = client_for(tracking_uri)
+    args = argparse.Namespace(
+        runs=list(runs),
+        experiment=[experiment] if isinstance(experiment, str) else list(experiment),
+        sweep=sweep,
+        tag=[f"{k}={v}" for k, v in (tag or {}).items()],
+        filter=filter,
+    )
+    return client, select(client, args)
+
+
+def runs_frame(found: Sequence[Any], params: Sequence[str], metrics: Sequence[str]) -> Any:
+    import pandas as pd
+
+    table = rows(found, params, metrics)
+    for row, run in zip(table, found, strict=True):
+        row["experiment_id"] = run.info.experiment_id
+        row["start_time"] = pd.to_datetime(run.info.start_time, unit="ms")
+    return pd.DataFrame(table)
+
+
+def runs(**selection_options: Any) -> Any:
+    """Every selected run: id, name, status, all params and all final metrics."""
+    _, found = selection(**selection_options)
+    params = sorted({k for r in found for k in r.data.params})
+    metrics = sorted({k for r in found for k in r.data.metrics})
+    return runs_frame(found, params, metrics)
+
+
+def compare(
+    runs: Sequence[str] = (),
+    group_by: str | Sequence[str] = (),
+    metric: str | Sequence[str] = (),
+    **selection_options: Any,
+) -> Any:
+    """Without `group_by`: one row per run, the params that differ and the metrics. With it:
+    one row per group and metric, seeds pooled (n, mean, std, 95% CI, Welch's p vs the best)."""
+    import pandas as pd
+
+    _, found = selection(runs, **selection_options)
+    metrics = pick_metrics(found, [metric] if isinstance(metric, str) else list(metric))
+    keys = [group_by] if isinstance(group_by, str) else list(group_by)
+    if not keys:
+        return runs_frame(found, differing_params(found), metrics)
+    frames = []
+    sections = group_sections(found, keys, metrics)
+    for (_title, header, table), name in zip(sections, metrics, strict=True):
+        frame = pd.DataFrame(table, columns=header)
+        frame.insert(0, "metric", name)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
