@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 train: install
 	$(BIN)/labrun train $(ARGS)
 
+# Two workers: a test trains on one thread (threads=1), so two share this machine's two cores;
+# a file's tests stay on one worker, so its session fixtures (a trained feature net) are made once.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -34,12 +34,20 @@ def selection(
 
 
 def runs_frame(found: Sequence[Any], params: Sequence[str], metrics: Sequence[str]) -> Any:
+    """One row per run; columns `params.KEY` and `metrics.KEY` as `mlflow.search_runs` names
+    them (a param may be called `run_id`), beside `run_id`, `run`, `status`, `task`."""
     import pandas as pd
 
-    table = rows(found, params, metrics)
-    for row, run in zip(table, found, strict=True):
-        row["experiment_id"] = run.info.experiment_id
-        row["start_time"] = pd.to_datetime(run.info.start_time, unit="ms")
+    table = []
+    for run, row in zip(found, rows(found, [], []), strict=True):
+        row.update(
+            experiment_id=run.info.experiment_id,
+            task=run.data.tags.get("labrun.task", ""),
+            start_time=pd.to_datetime(run.info.start_time, unit="ms"),
+        )
+        row.update({f"params.{p}": run.data.params.get(p) for p in params})
+        row.update({f"metrics.{m}": run.data.metrics.get(m) for m in metrics})
+        table.append(row)
     return pd.DataFrame(table)
 
 

@@ -36,6 +36,12 @@ class TrackingConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    metric: str = "val/acc"
+    direction: str = "maximize"
+
+
+@dataclass
 class TaskConfig:
     """Keys every task shares."""
 
@@ -51,19 +57,15 @@ class TaskConfig:
     trainer: Any = None
     callbacks: Any = None
     logger: Any = None
-
-
-@dataclass
-class ObjectiveConfig:
-    metric: str = "val/acc"
-    direction: str = "maximize"
+    # What the recipe optimises: sweeps rank by it, the callbacks and a plateau scheduler
+    # watch it. Eval has it too: the model configs name it.
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
 
 @dataclass
 class TrainConfig(TaskConfig):
     test: bool = True
     ckpt_path: Optional[str] = None  # noqa: UP045
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     hparams_search: Any = None
 
 
