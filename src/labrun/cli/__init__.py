@@ -74,9 +74,21 @@ def take_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
     return dirs, rest
 
 
-def is_override(arg: str) -> bool:
-    """`key=value`, `+key=value`, `~key`: not a flag, nor a flag's value (`--cfg job`)."""
-    return arg[:1] in ("+", "~") or (not arg.startswith("-") and "=" in arg)
+VALUED_FLAGS = {"--cfg", "-c", "--package", "-p"}  # Hydra flags that take the next word
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The overrides in a Hydra command line: every word but flags and flags' values
+    (`--cfg job`, `--package model`, `--resolve`)."""
+    found, words = [], iter(argv)
+    for word in words:
+        flag, eq, _ = word.partition("=")
+        if flag in VALUED_FLAGS:
+            if not eq:
+                next(words, None)
+        elif not word.startswith("-"):
+            found.append(word)
+    return found
 
 
 def hydra_task(name: str, app: Callable[[], None], argv: list[str]) -> None:
@@ -91,7 +103,7 @@ def hydra_task(name: str, app: Callable[[], None], argv: list[str]) -> None:
     dirs, argv = take_config_dirs(argv)
     with extra_config_dirs(dirs):
         if not any(a.split("=")[0] in NO_PREFLIGHT for a in argv):
-            preflight(name, [a for a in argv if is_override(a)])
+            preflight(name, overrides_of(argv))
         # Hydra reads its overrides from sys.argv; argv[0] names the command in Hydra's --help.
         sys.argv = [f"labrun {name}", *argv]
         app()
