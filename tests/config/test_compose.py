@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from labrun.config import targets as schema
@@ -95,6 +96,11 @@ def test_recipe_composes_and_instantiates(recipe: str, make_cfg) -> None:
 def test_every_group_option_composes(group: str, option: str, make_cfg) -> None:
     recipe = RECIPE_FOR.get((group, option), "trec_lstm")
     cfg = make_cfg(f"experiment={recipe}", f"{group}={option}")
+    gpus_asked = group == "trainer" and cfg.trainer.get("accelerator") in ("gpu", "cuda")
+    if gpus_asked and torch.cuda.device_count() < int(cfg.trainer.get("devices") or 1):
+        with pytest.raises(ConfigError, match=r"needs as many GPUs as trainer\.devices asks for"):
+            schema.check_targets(cfg)  # refused before anything runs on a machine without them
+        return
     schema.check_targets(cfg)
     if group == "model/optimizer":
         target = cfg.model.optimizer._target_

@@ -30,16 +30,13 @@ Your project's configs are found on their own: ./conf, [tool.labrun] config_dirs
 pyproject.toml, $LABRUN_CONFIG_PATH, or --config-dir DIR on any command.
 """
 
-# Hydra flags after which labrun does not compose the config first: they print something else,
-# or (-m) expand a grid that the preflight cannot compose as one config.
+# Hydra flags after which labrun does not compose the config first: they print something else.
 NO_PREFLIGHT = {
     "--help",
     "-h",
     "--hydra-help",
     "--info",
     "-i",
-    "--multirun",
-    "-m",
     "--shell-completion",
     "-sc",
     "--config-path",
@@ -97,12 +94,14 @@ def hydra_task(name: str, app: Callable[[], None], argv: list[str]) -> None:
     `--config-dir` joins `$LABRUN_CONFIG_PATH` (the user's folders, after labrun's own), so the
     preflight, Hydra and every child process search the same folders.
     """
-    from labrun.config.compose import preflight
+    from labrun.config.compose import preflight, preflight_multirun
     from labrun.config.search_path import extra_config_dirs
 
     dirs, argv = take_config_dirs(argv)
     with extra_config_dirs(dirs):
-        if not any(a.split("=")[0] in NO_PREFLIGHT for a in argv):
+        if any(a in ("-m", "--multirun") for a in argv):
+            preflight_multirun(name, overrides_of(argv))  # every job, before the parent run
+        elif not any(a.split("=")[0] in NO_PREFLIGHT for a in argv):
             preflight(name, overrides_of(argv))
         # Hydra reads its overrides from sys.argv; argv[0] names the command in Hydra's --help.
         sys.argv = [f"labrun {name}", *argv]
@@ -201,7 +200,13 @@ def main(argv: list[str] | None = None) -> None:
     if verb not in HYDRA_VERBS:  # the same log format as Hydra gives the tasks
         logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         log.setLevel(logging.INFO)
+    from labrun.cli.common import debugging, explain_exception
+
     try:
         VERBS[verb](rest)
     except LabrunError as exc:
         fail(str(exc), exc.exit_code)
+    except Exception as exc:  # anything else reaching the user is one line, traceback kept
+        if debugging():
+            raise
+        fail(explain_exception(exc), 1)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from labrun.cli.common import add_store_options
+from labrun.cli.common import Parser, add_store_options
 from labrun.compare.report import compare
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="labrun compare", description=__doc__.splitlines()[0])
+    p = Parser(prog="labrun compare", description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="*", help="run ids; two ids give a side-by-side diff")
     p.add_argument("--experiment", action="append", default=[], help="experiment name (repeatable)")
     p.add_argument("--sweep", help="sweep id: a multirun folder name or an Optuna study name")

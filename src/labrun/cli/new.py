@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from labrun.cli.common import Parser
 
 
 def main(argv: list[str]) -> None:
     from labrun.scaffold.new import new
 
-    p = argparse.ArgumentParser(prog="labrun new", description=__doc__)
+    p = Parser(prog="labrun new", description=__doc__)
     p.add_argument("name", help="the project's folder and Python package (e.g. mylab)")
     p.add_argument("--into", default=".", help="the folder to create it in (default: here)")
     args = p.parse_args(argv)

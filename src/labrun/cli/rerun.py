@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from labrun.cli.common import add_config_dir_option, add_store_options
+from labrun.cli.common import Parser, add_config_dir_option, add_store_options
 from labrun.rerun.rerun import __doc__ as rerun_doc
 from labrun.rerun.rerun import rerun
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="labrun rerun",
         description=rerun_doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,

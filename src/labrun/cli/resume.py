@@ -11,14 +11,14 @@ from typing import Any
 
 from omegaconf import open_dict
 
-from labrun.cli.common import add_config_dir_option, add_store_options
+from labrun.cli.common import Parser, add_config_dir_option, add_store_options
 from labrun.errors import LabrunError
 
 log = logging.getLogger(__name__)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="labrun resume", description=__doc__)
+    p = Parser(prog="labrun resume", description=__doc__)
     p.add_argument("run_id")
     p.add_argument("--checkpoint", help="resume from this file instead of the newest checkpoint")
     add_store_options(p)

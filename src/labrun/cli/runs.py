@@ -6,13 +6,13 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from labrun.cli.common import add_store_options
+from labrun.cli.common import Parser, add_store_options
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     from labrun.resume.stale import STALE_AFTER_S
 
-    p = argparse.ArgumentParser(prog="labrun runs", description=__doc__)
+    p = Parser(prog="labrun runs", description=__doc__)
     p.add_argument("--experiment", action="append", default=[], help="experiment name(s)")
     p.add_argument("--status", choices=["RUNNING", "FINISHED", "FAILED", "KILLED"])
     p.add_argument("-n", "--limit", type=int, default=20, help="how many runs (default 20)")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from labrun.cli.common import Parser
 from labrun.store import server
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="labrun server", description=server.__doc__)
+    p = Parser(prog="labrun server", description=server.__doc__)
     p.add_argument("action", choices=["start", "stop"])
     p.add_argument("--dir", default="runs/server", help="data, artifacts and logs")
     p.add_argument("--port", type=int, default=5000)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 
+from labrun.cli.common import Parser
 from labrun.sweep.search import search
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="labrun sweep", description=__doc__.splitlines()[0])
+    parser = Parser(prog="labrun sweep", description=__doc__.splitlines()[0])
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides, hparams_search=NAME among them"
     )

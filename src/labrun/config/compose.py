@@ -92,6 +92,60 @@ def preflight(config_name: str, overrides: list[str]) -> None:
         raise ConfigError(explain(exc)) from None
 
 
+ALL_JOBS_UP_TO = 32  # a bigger grid has each swept value checked once, not every combination
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs of `labrun train -m OVERRIDES`, as Hydra's basic sweeper makes them: every
+    combination for a grid of up to ALL_JOBS_UP_TO jobs, else one job per swept value (the
+    other swept keys at their first value), so a typo in any value is still found."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from labrun.errors import ConfigError
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise ConfigError(explain_first_line(exc)) from None
+    swept = [o for o in parsed if o.is_sweep_override()]
+    jobs = 1
+    for o in swept:
+        jobs *= len(list(o.sweep_string_iterator()))
+    if jobs <= ALL_JOBS_UP_TO:
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    first = {o.key_or_group: next(iter(o.sweep_string_iterator())) for o in swept}
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    out = []
+    for o in swept:
+        for value in o.sweep_string_iterator():
+            chosen = {**first, o.key_or_group: value}
+            out.append([*fixed, *(f"{k}={v}" for k, v in chosen.items())])
+    return out
+
+
+def explain_first_line(exc: Exception) -> str:
+    from labrun.config.explain import explain
+
+    return explain(exc)
+
+
+def preflight_multirun(config_name: str, overrides: list[str]) -> int:
+    """`preflight` for every job of a multirun, before the sweep's parent run is opened;
+    returns how many jobs were checked. An error names the job's overrides."""
+    from labrun.errors import ConfigError
+
+    jobs = sweep_jobs(overrides)
+    for job in jobs:
+        try:
+            preflight(config_name, job)
+        except ConfigError as exc:
+            swept = [o for o in job if o not in overrides]
+            where = f" (in the job with {' '.join(swept)})" if swept else ""
+            raise ConfigError(f"{exc}{where}") from None
+    return len(jobs)
+
+
 def compose_task(overrides: list[str], output_dir: str, config_name: str = "train") -> DictConfig:
     """A task's config composed outside `@hydra.main` (sweep trials, tests), fully resolved.
 

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from labrun.config import rules
 from labrun.errors import ConfigError
 
 _META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -74,6 +75,14 @@ def check_targets(
     """
     if allowed is None:
         allowed = list(cfg.get("allowed_targets") or []) if isinstance(cfg, DictConfig) else []
+    if isinstance(cfg, DictConfig) and not prefix:
+        for key, marker in rules.ROOT.items():
+            value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+            if value is not None and (broken := rules.violates(value, marker)):
+                raise ConfigError(
+                    f"'{key}' must be {broken}, got {value!r}; fix the value in the "
+                    "config or on the command line"
+                )
     if isinstance(cfg, DictConfig):
         if "_target_" in cfg:
             _check_node(cfg, prefix, allowed)
@@ -149,6 +158,55 @@ def _check_node(node: DictConfig, prefix: str, allowed: tuple[str, ...] | list[s
                 f"'{prefix}{key}' must be {_type_name(annotation)}, got {value!r} "
                 f"({type(value).__name__}); fix the value in the config or on the command line"
             )
+        for marker in _markers(annotation, str(key), target):
+            if broken := rules.violates(value, marker):
+                raise ConfigError(
+                    f"'{prefix}{key}' must be {broken}, got {value!r}; fix the value in the "
+                    "config or on the command line"
+                )
+    _check_together(node, obj, prefix, target)
+
+
+def _markers(annotation: Any, key: str, target: str) -> list[Any]:
+    """The value rules on one parameter: its `Annotated` markers (labrun's classes), else the
+    by-name table for third-party classes (`labrun.config.rules.BY_PARAMETER`)."""
+    found = []
+    stack = [annotation]
+    while stack:
+        hint = stack.pop()
+        if typing.get_origin(hint) is typing.Annotated:
+            found += list(hint.__metadata__)
+        elif typing.get_origin(hint) in (typing.Union, types.UnionType):
+            stack += typing.get_args(hint)
+    if not found and not target.startswith("labrun.") and key in rules.BY_PARAMETER:
+        found.append(rules.BY_PARAMETER[key])
+    return found
+
+
+def _check_together(node: DictConfig, obj: Any, prefix: str, target: str) -> None:
+    """A class's `config_rules` (and the table's for third-party targets) over its keys, with
+    the signature's defaults for keys the node leaves out."""
+    together = list(getattr(obj, "config_rules", ()) or ()) + rules.TOGETHER.get(target, [])
+    if not together:
+        return
+    func = obj.__init__ if inspect.isclass(obj) else obj
+    defaults = {
+        n: p.default
+        for n, p in inspect.signature(func).parameters.items()
+        if p.default is not p.empty
+    }
+    for rule in together:
+        values = {}
+        for k in rule.keys:
+            value = _get(node, k) if k in node else defaults.get(k)
+            if isinstance(value, (DictConfig, ListConfig)):
+                value = OmegaConf.to_container(value, resolve=True)
+            values[k] = value
+        if not rule.holds(**values):
+            given = ", ".join(f"{prefix}{k}={v!r}" for k, v in values.items())
+            raise ConfigError(
+                f"'{prefix.rstrip('.')}' needs {rule.rule}; got {given}; fix one of them"
+            )
 
 
 def _import(target: str, where: str) -> Any:
@@ -164,7 +222,7 @@ def _parameters(obj: Any) -> tuple[dict[str, Any], bool]:
     func = obj.__init__ if inspect.isclass(obj) else obj
     signature = inspect.signature(func)
     try:
-        hints = typing.get_type_hints(func)
+        hints = typing.get_type_hints(func, include_extras=True)
     except Exception:  # annotations naming TYPE_CHECKING-only types: check keys, not types
         hints = {}
     params: dict[str, Any] = {}
@@ -180,6 +238,8 @@ def _parameters(obj: Any) -> tuple[dict[str, Any], bool]:
 
 
 def _matches(value: Any, annotation: Any) -> bool:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _matches(value, typing.get_args(annotation)[0])
     if annotation is Any or annotation is inspect.Parameter.empty:
         return True
     if isinstance(value, dict) and "_target_" in value:
@@ -211,6 +271,12 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = type(None) in typing.get_args(annotation)
+        return " or ".join(names) + (" or null" if nullable else "")
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
     name = getattr(annotation, "__name__", None)

@@ -41,6 +41,8 @@ def ensure_file(
     after its checksum matches, so a failed or partial download never looks like data.
     `member` names the file to take out of a zip archive at `url`.
     """
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a data file; point data.files at a file")
     if path.is_file():
         return path
     if not url:

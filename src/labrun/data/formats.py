@@ -7,6 +7,7 @@ format is an error naming the file and line number: never dropped, never merged.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Callable, Iterator
@@ -15,6 +16,33 @@ from pathlib import Path
 from labrun.errors import DataError
 
 Row = tuple[int, str, str]  # (line number, label, text)
+
+
+def normalise_bytes(path: Path, raw: bytes) -> tuple[bytes, dict[str, int]]:
+    """A file's bytes as the readers expect them: a UTF-8 byte-order mark removed (else it
+    would become part of the first label), CR LF made LF; UTF-16 refused in one line (its
+    bytes cannot be split on b"\\n"). Returns the counts of what was changed."""
+    counts = {"boms_stripped": 0, "crs_removed": 0}
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+        counts["boms_stripped"] = 1
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(raw):
+        raise DataError(
+            f"{path} is UTF-16; labrun reads UTF-8 and other 8-bit encodings: convert it "
+            f"(iconv -f UTF-16 -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix})"
+        )
+    counts["crs_removed"] = raw.count(b"\r\n")
+    if counts["crs_removed"]:
+        raw = raw.replace(b"\r\n", b"\n")
+    return raw, counts
+
+
+def _looks_utf16(raw: bytes) -> bool:
+    """Without a BOM: most of the even or the odd bytes of the start are NUL (ASCII text)."""
+    head = raw[:512]
+    if len(head) < 8:
+        return False
+    return max(head[0::2].count(0), head[1::2].count(0)) > len(head) // 4
 
 
 def read_lines(path: Path, raw: bytes, encoding: str) -> Iterator[tuple[int, str]]:

@@ -6,12 +6,14 @@ import gzip
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from annotated_types import Gt
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from labrun.config.rules import NonNegative, Positive
 from labrun.data.samplers import ShardSampler, ShuffledBatchSampler
 from labrun.data.splits import SplitDataModule
 from labrun.errors import DataError
@@ -111,15 +113,15 @@ class ImageDataModule(SplitDataModule):
         self,
         data_dir: str,
         dataset: Literal["mnist", "fashion_mnist"] = "mnist",
-        val_size: int = 5000,
+        val_size: Positive = 5000,
         split_seed: int = 0,
         shuffle_seed: int = 0,
-        batch_size: int = 128,
+        batch_size: Positive = 128,
         mean: float = 0.5,
-        std: float = 0.5,
+        std: Annotated[float, Gt(0)] = 0.5,
         augment: list[Any] | None = None,
         download: bool = True,
-        num_workers: int = 0,
+        num_workers: NonNegative = 0,
     ) -> None:
         super().__init__()
         if dataset not in FOLDERS:

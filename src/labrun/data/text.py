@@ -6,14 +6,15 @@ import dataclasses
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from labrun.config.rules import Codec, Distinct, Fraction, NonNegative, Positive, Together
 from labrun.data import text_cache
 from labrun.data.download import ensure_file
-from labrun.data.formats import READERS, Row, read_lines_as
+from labrun.data.formats import READERS, Row, normalise_bytes, read_lines_as
 from labrun.data.preprocess import TextPreprocessor
 from labrun.data.samplers import BucketBatchSampler
 from labrun.data.splits import SplitDataModule, stratified_cut
@@ -57,34 +58,49 @@ class TextClassificationData(SplitDataModule):
     so a second run on the same data skips reading, cleaning, tokenising and the vocabulary.
     """
 
+    config_rules = (
+        Together(
+            ("val_fraction", "test_fraction"),
+            lambda val_fraction, test_fraction: val_fraction + test_fraction < 1,
+            "val_fraction + test_fraction < 1 (train keeps the rest)",
+        ),
+        Together(
+            ("labels", "label_names"),
+            lambda labels, label_names: (
+                not labels or not label_names or len(labels) == len(label_names)
+            ),
+            "one label_names entry per entry of labels",
+        ),
+    )
+
     def __init__(
         self,
         data_dir: str,
-        format: str,
+        format: Literal["prefixed", "tsv", "trec", "csv", "per_class"],
         files: dict[str, str] | None = None,
         class_files: dict[str, str] | None = None,
         sources: list[dict[str, Any]] | None = None,
         download: bool = True,
-        encoding: str = "utf-8",
-        labels: list[str] | None = None,
+        encoding: Annotated[str, Codec()] = "utf-8",
+        labels: Annotated[list[str] | None, Distinct()] = None,
         label_names: list[str] | None = None,
         fine_labels: bool = False,
         label_column: int = 0,
         text_columns: list[int] | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
+        val_fraction: Fraction = 0.1,
+        test_fraction: Fraction = 0.1,
         split_seed: int = 0,
         lowercase: bool = True,
-        unicode_form: str | None = "NFKC",
+        unicode_form: Literal["NFC", "NFD", "NFKC", "NFKD"] | None = "NFKC",
         unescape: bool = False,
         drop_duplicates: bool = True,
-        tokenizer: str = "basic",
-        max_length: int = 64,
-        min_freq: int = 1,
-        max_size: int | None = None,
-        batch_size: int = 64,
+        tokenizer: Literal["basic", "whitespace"] = "basic",
+        max_length: Positive = 64,
+        min_freq: Positive = 1,
+        max_size: Positive | None = None,
+        batch_size: Positive = 64,
         shuffle_seed: int = 0,
-        num_workers: int = 0,
+        num_workers: NonNegative = 0,
         cache_dir: str | None = None,
     ) -> None:
         """Long because every argument is a config key (`conf/data/`), checked and kept as is."""
@@ -104,8 +120,10 @@ class TextClassificationData(SplitDataModule):
         self.sources = {s["path"]: dict(s) for s in (sources or [])}
         self.download = download
         self.encoding = encoding
-        self.labels = list(labels) if labels else None
-        self.label_names = list(label_names) if label_names else None
+        # Labels are strings wherever they come from: `data.labels=[0,1]` on a command line
+        # gives ints, and the files' labels are text.
+        self.labels = [str(label) for label in labels] if labels else None
+        self.label_names = [str(name) for name in label_names] if label_names else None
         self.fine_labels = fine_labels
         self.label_column = label_column
         self.text_columns = tuple(text_columns or [1])
@@ -154,10 +172,16 @@ class TextClassificationData(SplitDataModule):
         path = self.data_dir / rel
         if rel in self._bytes:
             return path, self._bytes[rel]
+        if path.is_dir():
+            raise DataError(f"{path} is a folder, not a data file; point data.files at a file")
         if not path.is_file():
             ensure_file(path)  # raises the one-line missing-file error
-        raw = self._bytes[rel] = path.read_bytes()
-        digest = hashlib.sha256(raw).hexdigest()
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()  # of the file as it is on disk
+        raw, normalised = normalise_bytes(path, raw)
+        for key, count in normalised.items():
+            self.stats[key] = self.stats.get(key, 0) + count
+        self._bytes[rel] = raw
         self.fingerprint[rel] = digest
         expected = self.sources.get(rel, {}).get("sha256")
         if expected and expected != digest:

@@ -61,7 +61,13 @@ def evaluate(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, A
         assert ckpt_path is not None
         if not ckpt_path.is_file():
             raise ConfigError(f"ckpt_path {ckpt_path} is not a file")
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # not a checkpoint, truncated, or written by something else
+            raise ConfigError(
+                f"ckpt_path {ckpt_path} is not a readable checkpoint ({type(exc).__name__}); "
+                "give a .ckpt file written by labrun train"
+            ) from None
         with open_run(cfg, "eval", tags) as run:
             record_config(run, cfg)
             record_provenance(run, cfg)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from annotated_types import Gt
 from torch import nn
 
+from labrun.config.rules import Positive, Probability
 from labrun.errors import ConfigError
 
 
@@ -139,11 +141,11 @@ class GAN(L.LightningModule):
         discriminator: Callable[..., nn.Module],
         g_optimizer: Callable[..., torch.optim.Optimizer],
         d_optimizer: Callable[..., torch.optim.Optimizer],
-        latent_dim: int = 100,
-        label_smoothing: float = 0.0,
-        gradient_clip_val: float | None = None,
-        n_eval: int = 10000,
-        grid_size: int = 64,
+        latent_dim: Positive = 100,
+        label_smoothing: Probability = 0.0,
+        gradient_clip_val: Annotated[float, Gt(0)] | None = None,
+        n_eval: Positive = 10000,
+        grid_size: Positive = 64,
         eval_seed: int = 1234,
         features: dict[str, Any] | None = None,
     ) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge
 from torch import nn
 
+from labrun.config.rules import Positive, Probability
 from labrun.models.classifier import Classifier
 
 Pooling = Literal["last", "mean", "max"]
@@ -20,11 +22,11 @@ class LSTMNet(nn.Module):
         self,
         vocab_size: int,
         num_classes: int,
-        embedding_dim: int = 128,
-        hidden_size: int = 128,
-        num_layers: int = 1,
+        embedding_dim: Positive = 128,
+        hidden_size: Positive = 128,
+        num_layers: Positive = 1,
         bidirectional: bool = True,
-        dropout: float = 0.3,
+        dropout: Probability = 0.3,
         pooling: Pooling = "max",
     ) -> None:
         super().__init__()
@@ -76,13 +78,13 @@ class TextClassifier(Classifier):
         num_classes: int,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        embedding_dim: int = 128,
-        hidden_size: int = 128,
-        num_layers: int = 1,
+        embedding_dim: Positive = 128,
+        hidden_size: Positive = 128,
+        num_layers: Positive = 1,
         bidirectional: bool = True,
-        dropout: float = 0.3,
+        dropout: Probability = 0.3,
         pooling: Pooling = "max",
-        l1: float = 0.0,
+        l1: Annotated[float, Ge(0)] = 0.0,
         monitor: str = "val/acc",
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor)

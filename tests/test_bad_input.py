@@ -1,0 +1,400 @@
+"""The catalogue of bad input: every wrong config value, flag, data file and command answers
+with one `labrun: error:` line naming the key or file, a non-zero exit, no traceback, and no
+run left RUNNING. Most fail in the preflight, before any run or data read, so most cases run
+the CLI in this process (the same `labrun.cli.main`); the cases that fail after the run is
+opened, or need a real process, are real subprocesses at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from labrun.cli import main
+from tests.helpers import labrun_env, run_labrun
+
+ERR = "labrun: error: "
+
+# (id, argv, what the line must say). Exit code 2 unless the id ends in "!1".
+PREFLIGHT = [
+    ("misspelled-key", ["train", "model.hiden_size=3"], "unknown config key 'model.hiden_size'"),
+    ("wrong-type", ["train", "model.hidden_size=big"], "'model.hidden_size' must be int"),
+    (
+        "negative-hidden",
+        ["train", "model.hidden_size=-4"],
+        "'model.hidden_size' must be > 0, got -4",
+    ),
+    ("zero-hidden", ["train", "model.hidden_size=0"], "'model.hidden_size' must be > 0"),
+    ("zero-embedding", ["train", "model.embedding_dim=0"], "'model.embedding_dim' must be > 0"),
+    ("zero-layers", ["train", "model.num_layers=0"], "'model.num_layers' must be > 0"),
+    (
+        "dropout-above-1",
+        ["train", "model.dropout=1.5"],
+        "'model.dropout' must be in [0, 1), got 1.5",
+    ),
+    ("dropout-negative", ["train", "model.dropout=-0.1"], "'model.dropout' must be in [0, 1)"),
+    ("dropout-one", ["train", "model.dropout=1.0"], "'model.dropout' must be in [0, 1)"),
+    ("negative-l1", ["train", "model.l1=-1"], "'model.l1' must be >= 0"),
+    (
+        "bad-pooling",
+        ["train", "model.pooling=median"],
+        "'model.pooling' must be one of 'last', 'mean', 'max'",
+    ),
+    ("negative-lr", ["train", "model.optimizer.lr=-1"], "'model.optimizer.lr' must be > 0, got -1"),
+    ("zero-lr", ["train", "model.optimizer.lr=0"], "'model.optimizer.lr' must be > 0"),
+    ("string-lr", ["train", "model.optimizer.lr=fast"], "'model.optimizer.lr'"),
+    (
+        "negative-decay",
+        ["train", "model.optimizer.weight_decay=-0.1"],
+        "'model.optimizer.weight_decay' must be >= 0",
+    ),
+    (
+        "momentum-1.5",
+        ["train", "model/optimizer=sgd", "model.optimizer.momentum=1.5"],
+        "'model.optimizer.momentum' must be in [0, 1)",
+    ),
+    ("unknown-optimizer", ["train", "model/optimizer=nadam"], "nadam"),
+    (
+        "plateau-factor",
+        ["train", "model/scheduler=plateau", "model.scheduler.factor=2"],
+        "'model.scheduler.factor' must be in (0, 1)",
+    ),
+    (
+        "step-size-0",
+        ["train", "model/scheduler=step", "model.scheduler.step_size=0"],
+        "'model.scheduler.step_size' must be > 0",
+    ),
+    (
+        "cosine-tmax-0",
+        ["train", "model/scheduler=cosine", "model.scheduler.T_max=0"],
+        "'model.scheduler.T_max' must be > 0",
+    ),
+    ("batch-size-0", ["train", "data.batch_size=0"], "'data.batch_size' must be > 0, got 0"),
+    ("batch-size-negative", ["train", "data.batch_size=-8"], "'data.batch_size' must be > 0"),
+    ("batch-size-word", ["train", "data.batch_size=ten"], "'data.batch_size' must be int"),
+    (
+        "val-fraction-negative",
+        ["train", "data.val_fraction=-0.2"],
+        "'data.val_fraction' must be in [0, 1), got -0.2",
+    ),
+    (
+        "val-fraction-1.5",
+        ["train", "data.val_fraction=1.5"],
+        "'data.val_fraction' must be in [0, 1), got 1.5",
+    ),
+    (
+        "fractions-sum",
+        ["train", "data.val_fraction=0.95"],
+        "needs val_fraction + test_fraction < 1",
+    ),
+    (
+        "test-fraction-1",
+        ["train", "data.test_fraction=1.0"],
+        "'data.test_fraction' must be in [0, 1)",
+    ),
+    ("max-length-0", ["train", "data.max_length=0"], "'data.max_length' must be > 0"),
+    ("min-freq-0", ["train", "data.min_freq=0"], "'data.min_freq' must be > 0"),
+    ("max-size-0", ["train", "data.max_size=0"], "'data.max_size' must be > 0"),
+    ("workers-negative", ["train", "data.num_workers=-1"], "'data.num_workers' must be >= 0"),
+    (
+        "unicode-form",
+        ["train", "data.unicode_form=NFX"],
+        "'data.unicode_form' must be one of 'NFC', 'NFD', 'NFKC', 'NFKD' or null",
+    ),
+    (
+        "encoding",
+        ["train", "data.encoding=utf-9"],
+        "'data.encoding' must be a text encoding Python knows",
+    ),
+    (
+        "tokenizer",
+        ["train", "data.tokenizer=spacy"],
+        "'data.tokenizer' must be one of 'basic', 'whitespace'",
+    ),
+    ("format", ["train", "data.format=xml"], "'data.format' must be one of 'prefixed'"),
+    (
+        "duplicate-labels",
+        ["train", "+data.labels=[ham,spam,ham]"],
+        "'data.labels' must be a list without repeats",
+    ),
+    (
+        "label-names-short",
+        ["train", "+data.labels=[0,1,2]", "+data.label_names=[a,b]"],
+        "one label_names entry per entry of labels",
+    ),
+    ("unknown-data", ["train", "data=imagenet"], "imagenet"),
+    ("threads-0", ["train", "threads=0"], "'threads' must be >= 1, got 0"),
+    ("threads-negative", ["train", "threads=-2"], "'threads' must be >= 1"),
+    ("seed-negative", ["train", "seed=-1"], "'seed' must be in [0, 4294967296)"),
+    ("seed-too-big", ["train", "seed=4294967296"], "'seed' must be in [0, 4294967296)"),
+    ("seed-null", ["train", "seed=null"], "'seed' cannot be null"),
+    ("seed-word", ["train", "seed=lucky"], "'seed'"),
+    ("gpu-on-cpu", ["train", "trainer=gpu"], "needs as many GPUs as trainer.devices asks for"),
+    ("three-gpus", ["train", "trainer=gpu", "trainer.devices=3"], "trainer.devices=3"),
+    ("ddp-gpus", ["train", "trainer=ddp"], "needs as many GPUs"),
+    ("max-epochs", ["train", "trainer.max_epochs=-5"], "'trainer.max_epochs' must be >= -1"),
+    ("max-epochs-word", ["train", "trainer.max_epochs=many"], "'trainer.max_epochs' must be int"),
+    (
+        "clip-negative",
+        ["train", "trainer.gradient_clip_val=-1"],
+        "'trainer.gradient_clip_val' must be >= 0",
+    ),
+    (
+        "accumulate-0",
+        ["train", "+trainer.accumulate_grad_batches=0"],
+        "'trainer.accumulate_grad_batches' must be >= 1",
+    ),
+    (
+        "log-every-0",
+        ["train", "trainer.log_every_n_steps=0"],
+        "'trainer.log_every_n_steps' must be >= 1",
+    ),
+    ("trainer-typo", ["train", "+trainer.max_epoch=3"], "unknown key 'trainer.max_epoch'"),
+    (
+        "patience-negative",
+        ["train", "callbacks.early_stopping.patience=-1"],
+        "'callbacks.early_stopping.patience' must be >= 0",
+    ),
+    (
+        "min-delta-negative",
+        ["train", "+callbacks.early_stopping.min_delta=-0.5"],
+        "'callbacks.early_stopping.min_delta' must be >= 0",
+    ),
+    (
+        "save-top-k",
+        ["train", "+callbacks.model_checkpoint.save_top_k=-2"],
+        "'callbacks.model_checkpoint.save_top_k' must be >= -1",
+    ),
+    (
+        "direction",
+        ["train", "objective.direction=up"],
+        "'objective.direction' must be one of 'maximize', 'minimize'",
+    ),
+    (
+        "timeout",
+        ["train", "tracking.connect_timeout_s=0"],
+        "'tracking.connect_timeout_s' must be > 0",
+    ),
+    ("unknown-experiment", ["train", "experiment=no_such_recipe"], "no_such_recipe"),
+    ("unknown-debug", ["train", "debug=nope"], "nope"),
+    ("unknown-launcher", ["train", "hydra/launcher=nope"], "nope"),
+    ("unknown-tracking", ["train", "tracking=nope"], "nope"),
+    ("unknown-logger", ["train", "logger=nope"], "nope"),
+    ("not-an-override", ["train", "bogus"], "bogus"),
+    ("target-os-system", ["train", "model._target_=os.system"], "os.system"),
+    (
+        "target-missing",
+        ["train", "model._target_=labrun.models.Nope"],
+        "cannot import 'labrun.models.Nope'",
+    ),
+    ("extra-model-key", ["train", "+model.extra_key=1"], "unknown key 'model.extra_key'"),
+    (
+        "gan-dropout",
+        ["train", "experiment=mnist_dcgan", "model.label_smoothing=1.5"],
+        "'model.label_smoothing' must be in [0, 1)",
+    ),
+    (
+        "gan-batch",
+        ["train", "experiment=mnist_dcgan", "data.batch_size=0"],
+        "'data.batch_size' must be > 0",
+    ),
+    (
+        "gan-latent",
+        ["train", "experiment=mnist_dcgan", "model.latent_dim=0"],
+        "'model.latent_dim' must be > 0",
+    ),
+    ("image-std", ["train", "experiment=mnist_dcgan", "data.std=0"], "'data.std' must be > 0"),
+    # every job of -m, before its parent run
+    (
+        "multirun-typo",
+        ["train", "-m", "model.hiden_size=3,4"],
+        "unknown config key 'model.hiden_size'",
+    ),
+    (
+        "multirun-one-bad-value",
+        ["train", "-m", "model.hidden_size=8,-4"],
+        "(in the job with model.hidden_size=-4)",
+    ),
+    (
+        "multirun-grid",
+        ["train", "-m", "seed=1,2", "data.batch_size=8,0"],
+        "'data.batch_size' must be > 0",
+    ),
+    (
+        "multirun-dropout",
+        ["train", "--multirun", "model.dropout=0.1,2"],
+        "'model.dropout' must be in [0, 1)",
+    ),
+    # --cfg, --config-dir, hydra.*
+    (
+        "cfg-typo",
+        ["train", "--cfg", "job", "model.hiden_size=3"],
+        "unknown config key 'model.hiden_size'",
+    ),
+    ("cfg-threads", ["train", "--cfg", "job", "threads=0"], "'threads' must be >= 1"),
+    (
+        "config-dir-missing",
+        ["train", "--config-dir", "/nonexistent/conf"],
+        "--config-dir /nonexistent/conf: no such folder",
+    ),
+    ("config-dir-no-value", ["train", "--config-dir"], "--config-dir needs a folder"),
+    (
+        "hydra-run-dir",
+        ["train", "hydra.run.dir=/tmp/x", "model.dropout=2"],
+        "'model.dropout' must be in [0, 1)",
+    ),
+    ("hydra-job-typo", ["train", "hydra.job.chdir=maybe"], "hydra.job.chdir"),
+    # eval, check
+    ("eval-typo", ["eval", "model.hiden_size=3"], "unknown config key 'model.hiden_size'"),
+    ("eval-threads", ["eval", "threads=0"], "'threads' must be >= 1"),
+    ("check-dropout", ["check", "model.dropout=2"], "'model.dropout' must be in [0, 1)"),
+    ("check-flag", ["check", "--bogus"], "labrun check takes overrides only"),
+    # commands and their options
+    ("unknown-command", ["trian"], "unknown command 'trian'"),
+    ("rerun-no-id", ["rerun"], "labrun rerun: the following arguments are required: run_id (see"),
+    (
+        "rerun-bad-rtol",
+        ["rerun", "abc", "--rtol", "x"],
+        "argument --rtol: invalid float value: 'x'",
+    ),
+    (
+        "runs-bad-status",
+        ["runs", "--status", "BOGUS"],
+        "argument --status: invalid choice: 'BOGUS'",
+    ),
+    ("runs-bad-limit", ["runs", "-n", "x"], "argument -n/--limit: invalid int value: 'x'"),
+    (
+        "compare-bad-format",
+        ["compare", "--format", "pdf"],
+        "argument --format: invalid choice: 'pdf'",
+    ),
+    ("new-bad-name", ["new", "My-Lab"], "'My-Lab' cannot name a Python package"),
+    ("new-no-name", ["new"], "labrun new: the following arguments are required: name"),
+    ("server-bad-verb", ["server", "reboot"], "labrun server"),
+    ("resume-no-id", ["resume"], "labrun resume: the following arguments are required: run_id"),
+]
+
+
+def test_the_catalogue_is_as_big_as_promised() -> None:
+    assert len(PREFLIGHT) + len(RUNTIME) >= 80
+    assert len({case[0] for case in PREFLIGHT + RUNTIME}) == len(PREFLIGHT) + len(RUNTIME)
+
+
+@pytest.fixture
+def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LABRUN_RUN_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"), [c[1:] for c in PREFLIGHT], ids=[c[0] for c in PREFLIGHT]
+)
+def test_bad_input_is_one_line_before_anything_runs(argv, says, shell: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    err = capsys.readouterr().err
+    assert ended.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith(ERR), err
+    assert [line for line in lines if line.startswith(ERR)] == [lines[-1]]
+    assert says in lines[-1], lines[-1]
+    assert "Traceback" not in err
+    assert not (shell / "runs" / "mlflow.db").exists()  # no store opened, no run left
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+TREC = [
+    f"{c}:x question {i} about {c.lower()} ?" for i in range(30) for c in ("DESC", "ENTY", "HUM")
+]
+
+
+def trec_files(data: Path, train: bytes, test: bytes | None = None) -> list[str]:
+    write(data / "mine/train.label", train)
+    write(data / "mine/test.label", test if test is not None else "\n".join(TREC).encode() + b"\n")
+    return ["data.files.train=mine/train.label", "data.files.test=mine/test.label"]
+
+
+# Cases that need data, a store or a process: (id, argv builder, expected line, exit code).
+RUNTIME = [
+    (
+        "utf16-file",
+        lambda d: ["train", *trec_files(d, "\n".join(TREC).encode("utf-16"))],
+        "is UTF-16; labrun reads UTF-8",
+        2,
+    ),
+    (
+        "folder-as-file",
+        lambda d: [
+            "train",
+            "data.files.train=mine",
+            "data.files.test=mine/test.label",
+            *trec_files(d, b"x")[1:],
+        ],
+        "is a folder, not a data file",
+        2,
+    ),
+    (
+        "label-not-in-list",
+        lambda d: ["train", *trec_files(d, "\n".join(TREC).encode()), "+data.labels=[DESC,ENTY]"],
+        "unknown label 'HUM'",
+        2,
+    ),
+    (
+        "not-a-checkpoint",
+        lambda d: ["eval", f"ckpt_path={write(d / 'x.ckpt', b'garbage')}"],
+        "is not a readable checkpoint",
+        2,
+    ),
+    (
+        "truncated-checkpoint",
+        lambda d: ["eval", f"ckpt_path={write(d / 't.ckpt', b'PK' + bytes(40))}"],
+        "is not a readable checkpoint",
+        2,
+    ),
+    (
+        "eval-needs-a-source",
+        lambda d: ["eval"],
+        "eval needs run_id=<MLflow run id> or ckpt_path=<checkpoint file>",
+        2,
+    ),
+    (
+        "compare-dead-server",
+        lambda d: ["compare", "--experiment", "x", "--tracking-uri", "http://127.0.0.1:9"],
+        "cannot reach the tracking server at http://127.0.0.1:9",
+        2,
+    ),
+    ("rerun-unknown-run", lambda d: ["rerun", "0" * 32], "0" * 32, 2),
+]
+
+
+@pytest.mark.parametrize(
+    ("build", "says", "code"), [c[1:] for c in RUNTIME], ids=[c[0] for c in RUNTIME]
+)
+def test_bad_input_at_run_time_is_one_line_and_closes_the_run(
+    build, says, code, tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    data = tmp_path / "data"
+    argv = build(data)
+    env = labrun_env(
+        tmp_path, store, LABRUN_DATA_DIR=str(data), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"
+    )
+    done = run_labrun(
+        [*argv, "~callbacks.progress_bar"] if argv[0] == "train" else argv, env, timeout=180
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == code, done.stderr[-2000:]
+    assert lines[-1].startswith(ERR) and says in lines[-1], lines[-1]
+    assert "Traceback" not in done.stderr
+    if (tmp_path / "mlflow.db").exists():
+        client = MlflowClient(store)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        assert not client.search_runs(experiments, "attributes.status = 'RUNNING'")
