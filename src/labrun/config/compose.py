@@ -133,16 +133,22 @@ def explain_first_line(exc: Exception) -> str:
 def preflight_multirun(config_name: str, overrides: list[str]) -> int:
     """`preflight` for every job of a multirun, before the sweep's parent run is opened;
     returns how many jobs were checked. An error names the job's overrides."""
+    from labrun.config.rules import ON_THIS_MACHINE
     from labrun.errors import ConfigError
 
     jobs = sweep_jobs(overrides)
-    for job in jobs:
-        try:
-            preflight(config_name, job)
-        except ConfigError as exc:
-            swept = [o for o in job if o not in overrides]
-            where = f" (in the job with {' '.join(swept)})" if swept else ""
-            raise ConfigError(f"{exc}{where}") from None
+    remote = any(o.startswith("hydra/launcher=") and "slurm" in o for o in overrides)
+    token = ON_THIS_MACHINE.set(not remote)  # a SLURM job's GPUs are the cluster's
+    try:
+        for job in jobs:
+            try:
+                preflight(config_name, job)
+            except ConfigError as exc:
+                swept = [o for o in job if o not in overrides]
+                where = f" (in the job with {' '.join(swept)})" if swept else ""
+                raise ConfigError(f"{exc}{where}") from None
+    finally:
+        ON_THIS_MACHINE.reset(token)
     return len(jobs)
 
 

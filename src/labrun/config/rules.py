@@ -12,6 +12,7 @@ preflight of every path (single runs, each job of `-m`, sweeps, reruns, eval).
 from __future__ import annotations
 
 import codecs
+import contextvars
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,9 +146,16 @@ ROOT: dict[str, Any] = {
 }
 
 
+# False while checking jobs that a cluster launcher runs elsewhere: the GPUs that count are
+# the cluster's, checked again by the job itself where it runs.
+ON_THIS_MACHINE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "on_this_machine", default=True
+)
+
+
 def _devices_exist(accelerator: Any, devices: Any) -> bool:
     """`trainer.devices` GPUs must exist here (an int count; a list names device indices)."""
-    if str(accelerator) not in ("gpu", "cuda"):
+    if str(accelerator) not in ("gpu", "cuda") or not ON_THIS_MACHINE.get():
         return True
     import torch
 
