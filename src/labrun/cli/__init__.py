@@ -88,7 +88,7 @@ def overrides_of(argv: list[str]) -> list[str]:
     return found
 
 
-def hydra_task(name: str, app: Callable[[], None], argv: list[str]) -> None:
+def hydra_task(name: str, load_app: Callable[[], Callable[[], None]], argv: list[str]) -> None:
     """A Hydra app (train, eval): the config checked in one line first, then Hydra runs it.
 
     `--config-dir` joins `$LABRUN_CONFIG_PATH` (the user's folders, after labrun's own), so the
@@ -105,19 +105,25 @@ def hydra_task(name: str, app: Callable[[], None], argv: list[str]) -> None:
             preflight(name, overrides_of(argv))
         # Hydra reads its overrides from sys.argv; argv[0] names the command in Hydra's --help.
         sys.argv = [f"labrun {name}", *argv]
-        app()
+        load_app()()  # imported after the preflight: a bad value never waits for MLflow
 
 
 def _train(argv: list[str]) -> None:
-    from labrun.cli import train
+    def app() -> Callable[[], None]:
+        from labrun.cli import train
 
-    hydra_task("train", train.main, argv)
+        return train.main
+
+    hydra_task("train", app, argv)
 
 
 def _eval(argv: list[str]) -> None:
-    from labrun.cli import eval as eval_command
+    def app() -> Callable[[], None]:
+        from labrun.cli import eval as eval_command
 
-    hydra_task("eval", eval_command.main, argv)
+        return eval_command.main
+
+    hydra_task("eval", app, argv)
 
 
 def _check(argv: list[str]) -> None:
