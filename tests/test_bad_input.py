@@ -181,7 +181,25 @@ PREFLIGHT = [
     ("unknown-launcher", ["train", "hydra/launcher=nope"], "nope"),
     ("unknown-tracking", ["train", "tracking=nope"], "nope"),
     ("unknown-logger", ["train", "logger=nope"], "nope"),
-    ("not-an-override", ["train", "bogus"], "bogus"),
+    ("not-an-override", ["train", "bogus"], "cannot read the override 'bogus'"),
+    (
+        "list-with-a-space",
+        ["train", "model.hidden_size=8,", "16"],
+        "cannot read the override 'model.hidden_size=8,'",
+    ),
+    (
+        "multirun-list-with-a-space",
+        ["train", "-m", "model.hidden_size=8,", "16"],
+        "cannot read the override 'model.hidden_size=8,'",
+    ),
+    (
+        "multirun-direction",
+        ["train", "-m", "objective.direction=max"],
+        "'objective.direction' must be one of 'maximize', 'minimize', got 'max'",
+    ),
+    ("empty-value", ["train", "model.hidden_size="], "'model.hidden_size' must be int, got ''"),
+    ("cfg-without-value", ["train", "--cfg"], "--cfg needs a value: --cfg job"),
+    ("cfg-unknown", ["train", "--cfg", "jobs"], "--cfg jobs: use one of job, hydra, all"),
     ("target-os-system", ["train", "model._target_=os.system"], "os.system"),
     (
         "target-missing",
@@ -220,6 +238,11 @@ PREFLIGHT = [
         "multirun-grid",
         ["train", "-m", "seed=1,2", "data.batch_size=8,0"],
         "'data.batch_size' must be > 0",
+    ),
+    (
+        "multirun-only-a-combination-is-bad",  # each value is fine alone: 0.5 + 0.6 is not
+        ["train", "-m", "data.val_fraction=0.2,0.5", "data.test_fraction=0.3,0.6"],
+        "(in the job with data.val_fraction=0.5 data.test_fraction=0.6)",
     ),
     (
         "multirun-dropout",

@@ -33,7 +33,8 @@ LAYERS = [
     {"metrics"},
     {"data"},
     {"config"},
-    {"contracts", "errors", "files", "tables", "moved", "callable", "version"},  # small, shared
+    # small shared modules
+    {"contracts", "errors", "files", "tables", "moved", "callable", "version", "environ"},
 ]
 RANK = {room: i for i, layer in enumerate(LAYERS) for room in layer}
 SHARED = LAYERS[-1]

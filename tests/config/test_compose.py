@@ -224,3 +224,19 @@ def test_an_edited_recipe_is_seen_by_the_next_compose(tmp_path: Path) -> None:
     finally:
         store.repo["experiment"].pop("probe_recipe.yaml", None)
         schema._STORED.pop(recipe, None)
+
+
+def test_a_big_grid_is_checked_once_per_swept_value() -> None:
+    """Up to 32 jobs every combination is composed; beyond, each value once (others at their
+    first value), so a 40 x 2 grid costs 42 compositions, not 80."""
+    from labrun.config.compose import sweep_jobs
+
+    small = sweep_jobs(["seed=1,2,3", "model.hidden_size=8,16", "trainer.max_epochs=1"])
+    assert len(small) == 6 and ["seed=3", "model.hidden_size=16", "trainer.max_epochs=1"] in [
+        sorted(j, key=lambda o: ["seed", "model", "trainer"].index(o.split(".")[0].split("=")[0]))
+        for j in small
+    ]
+    seeds = ",".join(str(i) for i in range(40))
+    big = sweep_jobs([f"seed={seeds}", "model.hidden_size=8,16"])
+    assert len(big) == 42
+    assert ["seed=0", "model.hidden_size=16"] in big and ["seed=39", "model.hidden_size=8"] in big

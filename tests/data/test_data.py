@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import functools
 import hashlib
 import http.server
@@ -142,6 +143,31 @@ def test_cleaning_counts_empty_and_duplicate_rows(tmp_path: Path) -> None:
     assert dm.stats["train_empty_dropped"] == 1
     assert dm.stats["train_duplicates_dropped"] == 2  # case and unicode form are cleaned away
     assert dm.stats["train_rows"] == 3
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_label(tmp_path: Path) -> None:
+    """A UTF-8 BOM (Windows editors write one) would make the first label 'ï»¿DESC', a bogus
+    extra class; it is removed and counted, and CR LF line ends are counted too."""
+    rows = "DESC:manner How ?\r\nNUM:date When ?\r\nDESC:def What ?\r\n"
+    (tmp_path / "t.label").write_bytes(codecs.BOM_UTF8 + rows.encode())
+    dm = TextClassificationData(
+        str(tmp_path), "trec", files={"train": "t.label", "val": "t.label", "test": "t.label"}
+    )
+    dm.setup()
+    assert dm.classes == ["DESC", "NUM"]
+    assert dm.stats["boms_stripped"] == 1 and dm.stats["crs_removed"] == 3  # read once
+    assert (
+        dm.fingerprint["t.label"] == hashlib.sha256((tmp_path / "t.label").read_bytes()).hexdigest()
+    )
+
+
+def test_labels_given_as_numbers_match_the_files_labels(tmp_path: Path) -> None:
+    """`data.labels=[0,1]` on a command line gives ints; the file's labels are text."""
+    (tmp_path / "d.txt").write_text("0 apple pie\n1 cherry tart\n0 apple cake\n")
+    files = {"train": "d.txt", "val": "d.txt", "test": "d.txt"}
+    dm = TextClassificationData(str(tmp_path), "prefixed", files=files, labels=[0, 1])
+    dm.setup()
+    assert dm.classes == ["0", "1"] and dm.datasets["train"].labels.tolist() == [0, 1, 0]
 
 
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:

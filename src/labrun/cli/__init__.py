@@ -72,17 +72,22 @@ def take_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 VALUED_FLAGS = {"--cfg", "-c", "--package", "-p"}  # Hydra flags that take the next word
+CFG_CHOICES = ("job", "hydra", "all")
 
 
 def overrides_of(argv: list[str]) -> list[str]:
     """The overrides in a Hydra command line: every word but flags and flags' values
-    (`--cfg job`, `--package model`, `--resolve`)."""
+    (`--cfg job`, `--package model`, `--resolve`). A flag without its value, or `--cfg` with
+    one Hydra does not know, is labrun's one line here, before anything is composed."""
     found, words = [], iter(argv)
     for word in words:
-        flag, eq, _ = word.partition("=")
+        flag, eq, given = word.partition("=")
         if flag in VALUED_FLAGS:
-            if not eq:
-                next(words, None)
+            value = given if eq else next(words, None)
+            if not value or value.startswith("-"):
+                fail(f"{flag} needs a value: {flag} {'job' if flag in ('--cfg', '-c') else 'NAME'}")
+            if flag in ("--cfg", "-c") and value not in CFG_CHOICES:
+                fail(f"{flag} {value}: use one of {', '.join(CFG_CHOICES)} (--cfg job: the config)")
         elif not word.startswith("-"):
             found.append(word)
     return found

@@ -22,12 +22,12 @@ __all__ = [
 
 def direction_mode(direction: str) -> str:
     """`objective.direction` as a callback's `mode`: maximize -> max, minimize -> min."""
+    from labrun.config.rules import DIRECTIONS
     from labrun.errors import ConfigError
 
-    modes = {"maximize": "max", "minimize": "min"}
-    if direction not in modes:
+    if direction not in DIRECTIONS:
         raise ConfigError(f"objective.direction must be maximize or minimize, not '{direction}'")
-    return modes[direction]
+    return DIRECTIONS[direction]
 
 
 def register_resolvers() -> None:
@@ -83,6 +83,7 @@ def preflight(config_name: str, overrides: list[str]) -> None:
     from labrun.errors import ConfigError
 
     config_dirs(check=True)  # a named folder that is missing, before Hydra skips it
+    parse_overrides(overrides)  # the word that does not parse, by name
     cfg = compose(config_name, overrides)
     try:
         check_targets(cfg)
@@ -90,6 +91,24 @@ def preflight(config_name: str, overrides: list[str]) -> None:
         raise
     except Exception as exc:  # a signature that cannot be read, an import that fails oddly
         raise ConfigError(explain(exc)) from None
+
+
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of `overrides`; one that does not parse is a line naming it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from labrun.errors import ConfigError
+
+    parser = OverridesParser.create()
+    for word in overrides:
+        try:
+            parser.parse_overrides([word])
+        except Exception:
+            raise ConfigError(
+                f"cannot read the override '{word}': write key=value, a list of values as "
+                "key=a,b,c without spaces, and quote a value that holds spaces or commas"
+            ) from None
+    return parser.parse_overrides(overrides)
 
 
 ALL_JOBS_UP_TO = 32  # a bigger grid has each swept value checked once, not every combination
@@ -100,14 +119,8 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     combination for a grid of up to ALL_JOBS_UP_TO jobs, else one job per swept value (the
     other swept keys at their first value), so a typo in any value is still found."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from labrun.errors import ConfigError
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as exc:
-        raise ConfigError(explain_first_line(exc)) from None
+    parsed = parse_overrides(overrides)
     swept = [o for o in parsed if o.is_sweep_override()]
     jobs = 1
     for o in swept:
@@ -122,12 +135,6 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
             chosen = {**first, o.key_or_group: value}
             out.append([*fixed, *(f"{k}={v}" for k, v in chosen.items())])
     return out
-
-
-def explain_first_line(exc: Exception) -> str:
-    from labrun.config.explain import explain
-
-    return explain(exc)
 
 
 def preflight_multirun(config_name: str, overrides: list[str]) -> int:

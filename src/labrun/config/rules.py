@@ -137,11 +137,13 @@ class OneOf:
         return None if value in self.choices else "one of " + ", ".join(map(repr, self.choices))
 
 
+DIRECTIONS = {"maximize": "max", "minimize": "min"}  # objective.direction -> callbacks' mode
+
 # Root keys of every task (labrun.config.schema), by dotted key.
 ROOT: dict[str, Any] = {
     "seed": Interval(ge=0, lt=2**32),  # numpy refuses seeds outside [0, 2**32)
     "threads": Ge(1),
-    "objective.direction": OneOf(("maximize", "minimize")),
+    "objective.direction": OneOf(tuple(DIRECTIONS)),
     "tracking.connect_timeout_s": Gt(0),
 }
 

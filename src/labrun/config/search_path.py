@@ -123,16 +123,12 @@ def in_use() -> list[Path]:
 @contextlib.contextmanager
 def extra_config_dirs(dirs: list[str | os.PathLike[str]]) -> Iterator[None]:
     """`dirs` first on `$LABRUN_CONFIG_PATH` for the duration (the `--config-dir` options)."""
+    from labrun.environ import environ
+
     before = os.environ.get(ENV)
     given = [str(Path(d).expanduser().resolve()) for d in dirs]
-    os.environ[ENV] = os.pathsep.join([*given, *([before] if before else [])])
-    try:
+    with environ({ENV: os.pathsep.join([*given, *([before] if before else [])])}):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = before
 
 
 def relative(dirs: list[Path], root: Path) -> list[str]:

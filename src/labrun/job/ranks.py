@@ -14,6 +14,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
+from labrun.environ import restored
+
 RUN_ID_ENV = "LABRUN_RUN_ID"  # rank 0's run, inherited by the ranks Lightning starts
 
 
@@ -58,19 +60,14 @@ def job_scope() -> Iterator[None]:
     """One DDP job's process state, undone at its end: Lightning leaves `LOCAL_RANK` & co in
     the environment and the process group open, and the next job of a multirun in this
     process would then take itself for a rank of the finished job instead of starting its own."""
-    saved = {name: os.environ.get(name) for name in DDP_ENV}
-    try:
-        yield
-    finally:
-        import torch.distributed as dist
+    with restored(DDP_ENV):
+        try:
+            yield
+        finally:
+            import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
 
 
 class FollowerRun:

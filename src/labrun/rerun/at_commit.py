@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from labrun.config.compose import project_root
 from labrun.errors import LabrunError
 from labrun.rerun.fetch import Recorded
+from labrun.rerun.locate import recorded_root
 from labrun.rerun.overrides import task_overrides
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def run_at_commit(recorded: Recorded, env_paths: DictConfig, uri: str, extra: li
         for package, state in (prov.get("code") or {}).items():
             if not (state.get("repo") and state.get("commit") and state.get("package_in_repo")):
                 continue
-            here = _repo_now(package, state, Path(state["repo"]) == Path(prov_root(recorded)))
+            in_project = Path(state["repo"]) == Path(recorded_root(recorded))
+            here = _repo_now(package, state, in_project)
             if here is None or here.resolve() == root.resolve():
                 into = tree
             else:
@@ -91,10 +93,6 @@ def refuse_untracked(prov: dict) -> None:
                 f"{', ...' if len(code) > 3 else ''}), which a commit cannot restore; "
                 "rerun without --at-commit"
             )
-
-
-def prov_root(recorded: Recorded) -> str:
-    return str((recorded.config.get("paths") or {}).get("root_dir") or "")
 
 
 def _repo_now(package: str, state: dict, is_project: bool) -> Path | None:

@@ -35,13 +35,12 @@ def trusted(provenance: dict[str, Any] | None) -> list[str]:
     """What the run's own project, where found here through its package, trusts in `_target_`
     (its `[tool.labrun] allowed_targets`): a local file, not the stored config."""
     from labrun.config.search_path import trusted_targets
-    from labrun.rerun.locate import project_now
+    from labrun.rerun.locate import package_project, user_packages
 
     found = []
-    for name, state in ((provenance or {}).get("code") or {}).items():
-        if name != "labrun" and state.get("path"):
-            root = project_now({"code": {name: state}}, state["path"])
-            found += trusted_targets(root) if root else []
+    for name in user_packages(provenance):
+        if (root := package_project(name)) is not None:
+            found += trusted_targets(root)
     return found
 
 

@@ -9,25 +9,34 @@ else the project the rerun is started in; the config folders follow the project.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def project_now(provenance: dict[str, Any] | None, root: str) -> Path | None:
-    """The recorded project's root (`root` there) here, found through a package that lived in
-    it (other than labrun); None where no such package was recorded or is importable now."""
+def user_packages(provenance: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The recorded packages that came from a source folder, other than labrun."""
+    code = (provenance or {}).get("code") or {}
+    return {n: s for n, s in code.items() if n != "labrun" and s.get("source") == "folder"}
+
+
+def package_project(name: str) -> Path | None:
+    """The project that package `name` imports from here, or None where it does not import."""
     from labrun.config.compose import project_root
     from labrun.tracking.code import package_dir
 
-    for name, state in ((provenance or {}).get("code") or {}).items():
+    now = package_dir(name)
+    return project_root(now) if now is not None else None
+
+
+def project_now(provenance: dict[str, Any] | None, root: str) -> Path | None:
+    """The recorded project's root (`root` there) here, found through a package that lived in
+    it (other than labrun); None where no such package was recorded or is importable now."""
+    for name, state in user_packages(provenance).items():
         path = state.get("path") or ""
-        if name == "labrun" or state.get("source") != "folder" or not root:
-            continue
-        inside = path == root or path.startswith(root.rstrip("/") + "/")
-        if inside and (now := package_dir(name)) is not None:
-            return project_root(now)
+        inside = bool(root) and (path == root or path.startswith(root.rstrip("/") + "/"))
+        if inside and (found := package_project(name)) is not None:
+            return found
     return None
 
 
@@ -48,18 +57,11 @@ def located(recorded: Any, config_dirs: list[str]) -> Iterator[Path]:
     project root used."""
     from labrun.config.compose import project_root
     from labrun.config.search_path import extra_config_dirs
+    from labrun.environ import environ
 
     found = project_now(recorded.provenance, recorded_root(recorded))
-    before = os.environ.get("LABRUN_ROOT")
-    if found is not None:
-        os.environ["LABRUN_ROOT"] = str(found)
-    root = project_root()
-    dirs = [*config_dirs, *(d for d in config_dirs_now(recorded, root) if d.is_dir())]
-    try:
+    with environ({"LABRUN_ROOT": str(found)} if found is not None else {}):
+        root = project_root()
+        dirs = [*config_dirs, *(d for d in config_dirs_now(recorded, root) if d.is_dir())]
         with extra_config_dirs(dirs):
             yield root
-    finally:
-        if before is None:
-            os.environ.pop("LABRUN_ROOT", None)
-        else:
-            os.environ["LABRUN_ROOT"] = before
