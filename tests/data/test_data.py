@@ -337,3 +337,41 @@ def test_offline_a_missing_file_is_an_error_not_a_download(tmp_path: Path) -> No
     with pytest.raises(DataError, match=r"LABRUN_OFFLINE is set, so it is not downloaded from"):
         ensure_file(target, "https://cogcomp.seas.upenn.edu/Data/QA/QC/TREC_10.label", None)
     assert not target.parent.exists()  # nothing was started
+
+
+@pytest.fixture
+def silent_server():
+    """A real TCP server that accepts and never answers: a network that black-holes traffic."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_a_download_that_hears_nothing_gives_up_in_seconds(silent_server, tmp_path) -> None:
+    import time
+
+    target = tmp_path / "text/trec/TREC_10.label"
+    started = time.monotonic()
+    with pytest.raises(DataError, match=rf"download from {silent_server}/TREC_10.label failed"):
+        ensure_file(target, f"{silent_server}/TREC_10.label", None, timeout_s=1.0)
+    assert time.monotonic() - started < 20  # a hang would be minutes; the timeout is 1 s
+    assert not list(target.parent.glob("*TREC_10*"))  # nothing half-written left
+
+
+def test_torchvision_downloads_give_up_too(silent_server, tmp_path: Path) -> None:
+    """torchvision's `download_url` sets no timeout; `stall_timeout` gives its sockets one."""
+    import socket
+    import time
+
+    from torchvision.datasets.utils import download_url
+
+    from labrun.data.download import stall_timeout
+
+    started = time.monotonic()
+    with stall_timeout(1.0), pytest.raises(OSError):
+        download_url(f"{silent_server}/train-images-idx3-ubyte.gz", str(tmp_path), None, None)
+    assert time.monotonic() - started < 20
+    assert socket.getdefaulttimeout() is None  # restored for everything else

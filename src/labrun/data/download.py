@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from labrun.errors import DataError
 from labrun.files import sha256_file, written_whole
 
 log = logging.getLogger(__name__)
+STALL_S = 10.0  # no byte for this long: no network (per read, so a slow link still streams)
 OFFLINE_ENV = "LABRUN_OFFLINE"  # set: data files are never fetched from beyond this machine
 
 
@@ -28,12 +32,24 @@ def check_online(url: str, path: Path) -> None:
         )
 
 
+@contextmanager
+def stall_timeout(seconds: float = STALL_S) -> Iterator[None]:
+    """Sockets opened inside give up after `seconds` of silence (torchvision's downloads set no
+    timeout of their own: a black-holed network would hang each mirror for minutes)."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
 def ensure_file(
     path: Path,
     url: str | None = None,
     sha256: str | None = None,
     member: str | None = None,
-    timeout_s: float = 30.0,
+    timeout_s: float = STALL_S,
 ) -> Path:
     """Return `path`, downloading it first when it is missing and a `url` is known.
 

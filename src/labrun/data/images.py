@@ -161,13 +161,14 @@ class ImageDataModule(SplitDataModule):
                     f"missing data file {self.raw_dir / filename}; point paths.data_dir (or "
                     "LABRUN_DATA_DIR) at a folder holding it, or set data.download=true"
                 )
-            from labrun.data.download import check_online
+            from labrun.data.download import check_online, stall_timeout
 
             check_online(cls.mirrors[0] + filename, self.raw_dir / filename)
             errors = []
             for mirror in cls.mirrors:
                 try:
-                    download_url(mirror + filename, str(self.raw_dir), filename, md5)
+                    with stall_timeout():
+                        download_url(mirror + filename, str(self.raw_dir), filename, md5)
                     break
                 except Exception as exc:  # next mirror
                     errors.append(f"{mirror}: {exc}")
