@@ -13,7 +13,8 @@ What flows between them, in order:
 3. `model.prepare(data, run_dir)` when the model has it (`Prepares`): one-off set-up that
    needs the data, such as the GAN's feature space; its returned numbers are logged.
 4. Lightning fits and tests; the model logs the metric its callbacks monitor (`val/acc` by
-   default, `val/fid` for the GAN: the `objective.metric` of the recipe).
+   default, `val/fid` for the GAN: the `objective.metric` of the recipe), and may say so in
+   advance (`DeclaresMetrics`).
 5. After testing: `model.test_results` (`HasTestResults`) becomes plots, and
    `model.export(data)` (`Exports`) becomes the run's loadable `model/`.
 """
@@ -75,6 +76,15 @@ class TestResults(TypedDict, total=False):
 @runtime_checkable
 class HasTestResults(Protocol):
     test_results: TestResults
+
+
+@runtime_checkable
+class DeclaresMetrics(Protocol):
+    """A model class that names what it logs in validation, so the preflight can refuse a
+    monitored key it never logs (a typo in objective.metric) before anything runs. Without it
+    the same check waits for the sanity check, after the data is read."""
+
+    validation_metrics: tuple[str, ...]
 
 
 def missing(obj: Any, protocol: type) -> list[str]:

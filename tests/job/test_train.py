@@ -93,6 +93,9 @@ def test_each_recipe_trains_and_tests_on_real_files(
     rows = min(2 * batch, int(run.data.metrics["data.test_rows"]))
     assert metrics["test/acc"] * rows == pytest.approx(round(metrics["test/acc"] * rows), abs=1e-3)
     assert run.data.params["data._target_"] == "labrun.data.TextClassificationData"
+    # what the class declares it logs in validation (the preflight's list) is what it logs
+    logged = {k for k in run.data.metrics if k.startswith("val/")}
+    assert logged == set(TextClassifier.validation_metrics)
 
 
 def test_cli_run_records_everything(tmp_path: Path, store: str) -> None:

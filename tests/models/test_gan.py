@@ -25,6 +25,7 @@ from labrun.errors import ConfigError, DataError
 from labrun.job.build import build
 from labrun.job.train import train
 from labrun.metrics import load_or_train, mode_coverage
+from labrun.models import GAN
 from tests.helpers import DATA_DIR, artifact_paths, labrun_env, run_labrun
 
 TINY_GAN = [
@@ -81,6 +82,7 @@ def test_mnist_dcgan_trains_measures_and_records(
     ]:
         assert name in m, name
     assert m["test/fid"] > m["features/floor_fid"] > 0  # one short epoch is far from real
+    assert {k for k in m if k.startswith("val/")} == set(GAN.validation_metrics)
     assert m["test/n_samples"] == 4 * 128
     coverage = json.loads(
         Path(

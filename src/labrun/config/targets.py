@@ -83,6 +83,7 @@ def check_targets(
                     f"'{key}' must be {broken}, got {value!r}; fix the value in the "
                     "config or on the command line"
                 )
+        check_monitored(cfg)
     if isinstance(cfg, DictConfig):
         if "_target_" in cfg:
             _check_node(cfg, prefix, allowed)
@@ -94,6 +95,30 @@ def check_targets(
         for i, child in enumerate(cfg):
             if isinstance(child, (DictConfig, ListConfig)):
                 check_targets(child, f"{prefix}{i}.", allowed)
+
+
+def check_monitored(cfg: DictConfig) -> None:
+    """Every metric something watches (the objective, each callback's `monitor`, a plateau
+    scheduler's `model.monitor`) is one the model says it logs in validation (its class's
+    `validation_metrics`). A model that does not say is checked at its sanity check."""
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig) or not isinstance(model.get("_target_"), str):
+        return
+    logs = getattr(_import(model._target_, "model"), "validation_metrics", None)
+    if logs is None:
+        return
+    watched = [("objective.metric", OmegaConf.select(cfg, "objective.metric", default=None))]
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if isinstance(node, DictConfig) and "monitor" in node:
+            watched.append((f"callbacks.{name}.monitor", node.monitor))
+    if "Plateau" in str(OmegaConf.select(model, "scheduler._target_", default="")):
+        watched.append(("model.monitor", model.get("monitor")))
+    for key, metric in watched:
+        if metric is not None and metric not in logs:
+            raise ConfigError(
+                f"'{key}' is '{metric}', a metric {model._target_} never logs (it logs "
+                f"{', '.join(logs)} in validation); set {key} to one of those"
+            )
 
 
 def check_untrusted(cfg: DictConfig, allowed: tuple[str, ...] | list[str], source: str) -> None:

@@ -42,6 +42,16 @@ class Classifier(L.LightningModule):
     clipping is the Trainer's `gradient_clip_val`.
     """
 
+    # What validation logs (labrun.contracts.DeclaresMetrics): `classification_metrics` + loss.
+    validation_metrics = (
+        "val/loss",
+        "val/acc",
+        "val/precision",
+        "val/recall",
+        "val/f1",
+        "val/auroc",
+    )
+
     def __init__(
         self,
         num_classes: int,

@@ -132,6 +132,8 @@ class GAN(L.LightningModule):
     fixed seeds, never from the global RNG, so measuring never changes training.
     """
 
+    validation_metrics = ("val/fid",)  # labrun.contracts.DeclaresMetrics
+
     def __init__(
         self,
         channels: int,
