@@ -6,13 +6,16 @@ opened, or need a real process, are real subprocesses at the end."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from labrun.cli import main
-from tests.helpers import labrun_env, run_labrun
+from tests.helpers import ROOT, labrun_command, labrun_env, run_labrun
 
 ERR = "labrun: error: "
 
@@ -223,6 +226,78 @@ PREFLIGHT = [
         "'model.latent_dim' must be > 0",
     ),
     ("image-std", ["train", "experiment=mnist_dcgan", "data.std=0"], "'data.std' must be > 0"),
+    # what the callbacks, the objective and the scheduler watch: the model says what it logs
+    (
+        "objective-never-logged",
+        ["train", "objective.metric=val/accuracy"],
+        "'objective.metric' is 'val/accuracy', a metric labrun.models.TextClassifier never logs",
+    ),
+    (
+        "plateau-monitor-typo",
+        ["train", "model/scheduler=plateau", "model.monitor=val/acc_"],
+        "'model.monitor' is 'val/acc_'",
+    ),
+    (
+        "early-stopping-monitor",
+        ["train", "callbacks.early_stopping.monitor=val/lss"],
+        "'callbacks.early_stopping.monitor' is 'val/lss'",
+    ),
+    (
+        "gan-objective-acc",
+        ["train", "experiment=mnist_dcgan", "objective.metric=val/acc"],
+        "(it logs val/fid in validation)",
+    ),
+    # the places a run writes, checked without opening them
+    (
+        "store-unknown-scheme",
+        ["train", "tracking.uri=foo://bar"],
+        "unknown tracking URI scheme 'foo'",
+    ),
+    ("store-plain-path", ["train", "tracking.uri=./mlruns"], "is a plain path"),
+    ("runs-unknown-scheme", ["runs", "--tracking-uri", "foo://x"], "unknown tracking URI scheme"),
+    (
+        "compare-unknown-scheme",
+        ["compare", "--experiment", "x", "--tracking-uri", "s3://bucket"],
+        "unknown tracking URI scheme 's3'",
+    ),
+    # labrun sweep: its settings and its whole search space before the first trial
+    ("sweep-no-space", ["sweep", "experiment=trec_lstm"], "labrun sweep needs a search space"),
+    (
+        "sweep-typo",
+        ["sweep", "hparams_search=trec_optuna", "model.hiden_size=3"],
+        "unknown config key 'model.hiden_size'",
+    ),
+    (
+        "sweep-base-value",
+        ["sweep", "hparams_search=trec_optuna", "model.dropout=3"],
+        "'model.dropout' must be in [0, 1), got 3",
+    ),
+    (
+        "sweep-n-trials-0",
+        ["sweep", "hparams_search=trec_optuna", "hparams_search.n_trials=0"],
+        "'hparams_search.n_trials' must be an int >= 1, got 0",
+    ),
+    (
+        "sweep-workers-0",
+        ["sweep", "hparams_search=trec_optuna", "--workers", "0"],
+        "--workers must be >= 1, got 0",
+    ),
+    (
+        "sweep-sampler",
+        ["sweep", "hparams_search=trec_optuna", "hparams_search.sampler.type=cmaes"],
+        "'hparams_search.sampler.type' must be one of tpe, random, got 'cmaes'",
+    ),
+    (
+        "sweep-pruner",
+        ["sweep", "hparams_search=trec_optuna", "hparams_search.pruner.type=hyperband"],
+        "'hparams_search.pruner.type' must be one of median, none",
+    ),
+    ("sweep-unknown-space", ["sweep", "hparams_search=nope"], "nope"),
+    (
+        "sweep-store",
+        ["sweep", "hparams_search=trec_optuna", "tracking.uri=foo://bar"],
+        "unknown tracking URI scheme",
+    ),
     # every job of -m, before its parent run
     (
         "multirun-typo",
@@ -300,8 +375,9 @@ PREFLIGHT = [
 
 
 def test_the_catalogue_is_as_big_as_promised() -> None:
-    assert len(PREFLIGHT) + len(RUNTIME) >= 80
-    assert len({case[0] for case in PREFLIGHT + RUNTIME}) == len(PREFLIGHT) + len(RUNTIME)
+    cases = [c[0] for c in PREFLIGHT + PLACES + RUNTIME + MOUNTED]
+    assert len(cases) >= 80
+    assert len(set(cases)) == len(cases)
 
 
 @pytest.fixture
@@ -326,6 +402,162 @@ def test_bad_input_is_one_line_before_anything_runs(argv, says, shell: Path, cap
     assert says in lines[-1], lines[-1]
     assert "Traceback" not in err
     assert not (shell / "runs" / "mlflow.db").exists()  # no store opened, no run left
+
+
+def space(conf: Path, name: str, params: str, extra: str = "") -> list[str]:
+    """A search space file in a user's config folder: the sweep overrides that use it."""
+    write(
+        conf / "hparams_search" / f"{name}.yaml",
+        f"defaults:\n  - trec_optuna\n  - _self_\nstudy_name: {name}\n{extra}"
+        f"params:\n  {params}\n".encode(),
+    )
+    return ["sweep", "--config-dir", str(conf), f"hparams_search={name}"]
+
+
+SQLITE_GARBAGE = b"this is not a database" * 100
+
+# Cases that need a file or a folder, still before anything runs: (id, builder(tmp) -> (argv,
+# environment), what the line says).
+PLACES = [
+    (
+        "store-under-a-file",
+        lambda t: (["train"], {"MLFLOW_TRACKING_URI": f"sqlite:///{write(t / 'f', b'x')}/m.db"}),
+        "lies under",
+    ),
+    (
+        "store-corrupt",
+        lambda t: (
+            ["train"],
+            {"MLFLOW_TRACKING_URI": f"sqlite:///{write(t / 'bad.db', SQLITE_GARBAGE)}"},
+        ),
+        "is not an SQLite database",
+    ),
+    (
+        "store-is-a-folder",
+        lambda t: (["train"], {"MLFLOW_TRACKING_URI": f"sqlite:///{t}"}),
+        "is a folder; point tracking.uri",
+    ),
+    (
+        "run-dir-under-a-file",
+        lambda t: (["train"], {"LABRUN_RUN_DIR": f"{write(t / 'f', b'x')}/runs"}),
+        "the run folder",
+    ),
+    (
+        "artifacts-under-a-file",
+        lambda t: (["train", f"tracking.artifact_root={write(t / 'f', b'x')}/art"], {}),
+        "the artifact folder",
+    ),
+    (
+        "multirun-store-corrupt",
+        lambda t: (
+            ["train", "-m", "seed=1,2"],
+            {"MLFLOW_TRACKING_URI": f"sqlite:///{write(t / 'bad.db', SQLITE_GARBAGE)}"},
+        ),
+        "is not an SQLite database",
+    ),
+    (
+        "eval-store-corrupt",
+        lambda t: (
+            ["eval", "ckpt_path=x.ckpt"],
+            {"MLFLOW_TRACKING_URI": f"sqlite:///{write(t / 'bad.db', SQLITE_GARBAGE)}"},
+        ),
+        "is not an SQLite database",
+    ),
+    (
+        "runs-store-corrupt",
+        lambda t: (
+            ["runs", "--tracking-uri", f"sqlite:///{write(t / 'b.db', SQLITE_GARBAGE)}"],
+            {},
+        ),
+        "is not an SQLite database",
+    ),
+    (
+        "sweep-space-typo",
+        lambda t: (
+            space(t / "conf", "typo", "model.hiden_size: {type: int, low: 8, high: 16}"),
+            {},
+        ),
+        "hparams_search.params['model.hiden_size']: 'model.hiden_size' is not a key",
+    ),
+    (
+        "sweep-range-refused",
+        lambda t: (
+            space(t / "conf", "drop", "model.dropout: {type: float, low: 0.1, high: 1.5}"),
+            {},
+        ),
+        "'model.dropout' must be in [0, 1), got 1.5; fix the value in the config or on the "
+        "command line (in the search space: model.dropout=1.5)",
+    ),
+    (
+        "sweep-choice-refused",
+        lambda t: (
+            space(t / "conf", "hid", "model.hidden_size: {type: categorical, choices: [16, 0]}"),
+            {},
+        ),
+        "(in the search space: model.hidden_size=0)",
+    ),
+    (
+        "sweep-low-above-high",
+        lambda t: (
+            space(t / "conf", "lh", "model.optimizer.lr: {type: float, low: 0.1, high: 0.01}"),
+            {},
+        ),
+        "low (0.1) must be below high (0.01)",
+    ),
+    (
+        "sweep-log-from-zero",
+        lambda t: (
+            space(
+                t / "conf", "lg", "model.optimizer.lr: {type: float, low: 0, high: 0.1, log: true}"
+            ),
+            {},
+        ),
+        "a log range needs low > 0",
+    ),
+    (
+        "sweep-empty-choices",
+        lambda t: (
+            space(t / "conf", "ec", "model.hidden_size: {type: categorical, choices: []}"),
+            {},
+        ),
+        "choices must be a non-empty list",
+    ),
+    (
+        "sweep-unknown-kind",
+        lambda t: (space(t / "conf", "uk", "model.dropout: {type: beta, low: 0.1, high: 0.5}"), {}),
+        ".type must be one of categorical, float, int, got 'beta'",
+    ),
+    (
+        "sweep-int-range-of-floats",
+        lambda t: (
+            space(t / "conf", "ir", "model.hidden_size: {type: int, low: 8.5, high: 16}"),
+            {},
+        ),
+        ".low must be a finite int, got 8.5",
+    ),
+    (
+        "sweep-no-params",
+        lambda t: (space(t / "conf", "np", "null"), {}),
+        "'hparams_search.params' must map config keys to distributions",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "says"), [c[1:] for c in PLACES], ids=[c[0] for c in PLACES])
+def test_bad_places_and_spaces_are_one_line_before_anything_runs(
+    build, says, shell: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv, env = build(shell)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    err = capsys.readouterr().err
+    assert ended.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith(ERR) and says in lines[-1], err
+    assert "Traceback" not in err
+    assert not list(shell.rglob("mlflow.db")) and not list(shell.rglob("optuna.db"))
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -421,3 +653,97 @@ def test_bad_input_at_run_time_is_one_line_and_closes_the_run(
         client = MlflowClient(store)
         experiments = [e.experiment_id for e in client.search_experiments()]
         assert not client.search_runs(experiments, "attributes.status = 'RUNNING'")
+
+
+def in_mounts(mounts: list[str], argv: list[str]) -> list[str]:
+    """`labrun ARGV` in a mount namespace of its own, with `mounts` (mount(8) arguments) made
+    there first: a real read-only folder or a real full disk, for this process only. As root
+    (where permission bits do not stop writes) and as a user alike (a user namespace)."""
+    setup = " && ".join(f"mount {m}" for m in mounts)
+    user = [] if os.geteuid() == 0 else ["--map-root-user"]
+    command = " ".join(shlex.quote(a) for a in [str(labrun_command()), *argv])
+    return ["unshare", "--mount", *user, "sh", "-c", f"{setup} && exec {command}"]
+
+
+def read_only(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"--bind -o ro {folder} {folder}"
+
+
+def tiny_disk(folder: Path, size: str = "200k") -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"-t tmpfs -o size={size} tmpfs {folder}"
+
+
+# Read-only and full places: (id, builder(tmp) -> (mounts, argv, environment), line, exit code,
+# whether a run is opened first and must end FAILED).
+MOUNTED = [
+    (
+        "store-read-only",
+        lambda t: (
+            [read_only(t / "ro")],
+            ["train"],
+            {"MLFLOW_TRACKING_URI": f"sqlite:///{t}/ro/m.db"},
+        ),
+        "cannot be written: {t}/ro is on a read-only file system",
+        2,
+        False,
+    ),
+    (
+        "run-dir-read-only",
+        lambda t: ([read_only(t / "ro")], ["train"], {"LABRUN_RUN_DIR": f"{t}/ro/runs"}),
+        "the run folder {t}/ro/runs cannot be written: {t}/ro is on a read-only file system",
+        2,
+        False,
+    ),
+    (
+        "artifacts-read-only",
+        lambda t: ([read_only(t / "ro")], ["train", f"tracking.artifact_root={t}/ro/a"], {}),
+        "the artifact folder {t}/ro/a cannot be written",
+        2,
+        False,
+    ),
+    (
+        "artifact-disk-full",
+        lambda t: (
+            [tiny_disk(t / "full")],
+            ["train", *TINY, f"tracking.artifact_root={t}/full"],
+            {},
+        ),
+        "No space left on device; free space there or point tracking.artifact_root at another",
+        2,
+        True,
+    ),
+]
+TINY = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+    "~callbacks.progress_bar",
+]
+
+
+@pytest.mark.parametrize(
+    ("build", "says", "code", "opens"), [c[1:] for c in MOUNTED], ids=[c[0] for c in MOUNTED]
+)
+def test_read_only_and_full_places_are_one_line_and_lose_nothing(
+    build, says, code, opens, tmp_path: Path
+) -> None:
+    mounts, argv, extra = build(tmp_path)
+    store = extra.get("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    env = labrun_env(tmp_path, store, **extra)
+    done = subprocess.run(
+        in_mounts(mounts, argv), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == code, done.stderr[-2000:]
+    assert lines[-1].startswith(ERR) and says.format(t=tmp_path) in lines[-1], lines[-1]
+    assert "Traceback" not in done.stderr
+    runs = []
+    if (tmp_path / "mlflow.db").exists():
+        client = MlflowClient(store)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == (["FAILED"] if opens else [])
+    if opens:
+        assert "No space left" in runs[0].data.tags["labrun.error"]

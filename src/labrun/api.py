@@ -23,13 +23,15 @@ from labrun.compare.frames import runs as runs_frame
 
 
 def _task(task: str, overrides: Sequence[str], config_dirs: Sequence[str]) -> dict[str, Any]:
-    from labrun.config.compose import compose, compose_task, preflight
+    from labrun.config.compose import compose_task, preflight
     from labrun.config.search_path import extra_config_dirs
+    from labrun.store.places import check_run_places
 
     overrides = [str(o) for o in overrides]
     with extra_config_dirs(list(config_dirs)):
-        preflight(task, overrides)
-        run_dir = Path(compose(task, overrides).paths.run_dir)
+        checked = preflight(task, overrides)
+        check_run_places(checked)
+        run_dir = Path(checked.paths.run_dir)
         output_dir = run_dir / task / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
         output_dir.mkdir(parents=True)
         cfg = compose_task(overrides, str(output_dir), task)

@@ -141,13 +141,16 @@ def test_optuna_search_records_trials_and_resumes(tmp_path: Path, store: str) ->
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, store: str) -> None:
-    """A user's search space, on Hydra's search path, where hidden_size=0 makes the LSTM raise."""
+    """A user's search space, on Hydra's search path, one of whose values passes every config
+    rule but names a data file that is not there: that trial fails when it reads its data, the
+    others run, and the sweep ends with exit 1 naming the trial (its parent FAILED)."""
     space = tmp_path / "extra" / "hparams_search" / "with_a_bad_value.yaml"
     space.parent.mkdir(parents=True)
-    space.write_text(  # the random sampler's seed 1 draws 16, 16, 0
+    space.write_text(  # the random sampler's seed 1 draws the second, second, first choice
         "study_name: trec_lstm-optuna\nstorage: null\nn_trials: 3\n"
         "sampler: {type: random, seed: 1}\npruner: {type: none}\n"
-        "params:\n  model.hidden_size: {type: categorical, choices: [0, 16]}\n"
+        "params:\n  data.files.train: {type: categorical, choices: "
+        "[text/trec/nope.label, text/trec/train_5500.label]}\n"
     )
     env = labrun_env(tmp_path, store)
     search = [
@@ -163,13 +166,20 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, store
         ],
         env,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("labrun: error: sweep trec_lstm-optuna: trial 2: missing data file")
+    assert "nope.label" in last
     study = load_study(tmp_path)
     states = [t.state.name for t in study.trials]
     assert len(states) == 3
-    zero = [t for t in study.trials if t.params.get("model.hidden_size") == 0]
-    assert zero and all(t.state.name == "FAIL" for t in zero)
-    assert all(t.state.name == "COMPLETE" for t in study.trials if t not in zero)
+    bad = [t for t in study.trials if t.params["data.files.train"].endswith("nope.label")]
+    assert [t.number for t in bad] == [2] and bad[0].state.name == "FAIL"
+    assert all(t.state.name == "COMPLETE" for t in study.trials if t not in bad)
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    assert parent.info.status == "FAILED"
+    assert "trial 2: missing data file" in parent.data.tags["labrun.error"]
 
 
 def test_two_workers_share_one_study(tmp_path: Path, store: str) -> None:

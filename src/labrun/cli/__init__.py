@@ -101,13 +101,20 @@ def hydra_task(name: str, load_app: Callable[[], Callable[[], None]], argv: list
     """
     from labrun.config.compose import preflight, preflight_multirun
     from labrun.config.search_path import extra_config_dirs
+    from labrun.store.places import check_run_places
 
     dirs, argv = take_config_dirs(argv)
+    writes = not any(a.split("=")[0] in ("--cfg", "-c") for a in argv)  # --cfg only prints
     with extra_config_dirs(dirs):
         if any(a in ("-m", "--multirun") for a in argv):
-            preflight_multirun(name, overrides_of(argv))  # every job, before the parent run
+            # every job, before the parent run; the parent opens the first job's store
+            checked = preflight_multirun(name, overrides_of(argv))
+            if writes:
+                check_run_places(checked[0])
         elif not any(a.split("=")[0] in NO_PREFLIGHT for a in argv):
-            preflight(name, overrides_of(argv))
+            checked = preflight(name, overrides_of(argv))
+            if writes:
+                check_run_places(checked)
         # Hydra reads its overrides from sys.argv; argv[0] names the command in Hydra's --help.
         sys.argv = [f"labrun {name}", *argv]
         load_app()()  # imported after the preflight: a bad value never waits for MLflow
@@ -148,8 +155,11 @@ def _new(argv: list[str]) -> None:
 
 def _sweep(argv: list[str]) -> None:
     from labrun.cli import sweep
+    from labrun.config.search_path import extra_config_dirs
 
-    sweep.main(argv)
+    dirs, rest = take_config_dirs(argv)
+    with extra_config_dirs(dirs):  # the workers inherit it
+        sweep.main(rest)
 
 
 def _compare(argv: list[str]) -> None:

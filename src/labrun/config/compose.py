@@ -74,9 +74,9 @@ def compose(
         GlobalHydra.instance().clear()
 
 
-def preflight(config_name: str, overrides: list[str]) -> None:
+def preflight(config_name: str, overrides: list[str]) -> DictConfig:
     """Compose and check every `_target_` before Hydra starts the job: a bad key or type fails
-    here, in one line, before any output folder, run or data read exists."""
+    here, in one line, before any output folder, run or data read exists. Returns the config."""
     from labrun.config.explain import explain
     from labrun.config.search_path import config_dirs
     from labrun.config.targets import check_targets
@@ -91,6 +91,7 @@ def preflight(config_name: str, overrides: list[str]) -> None:
         raise
     except Exception as exc:  # a signature that cannot be read, an import that fails oddly
         raise ConfigError(explain(exc)) from None
+    return cfg
 
 
 def parse_overrides(overrides: list[str]) -> list:
@@ -137,26 +138,27 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return out
 
 
-def preflight_multirun(config_name: str, overrides: list[str]) -> int:
+def preflight_multirun(config_name: str, overrides: list[str]) -> list[DictConfig]:
     """`preflight` for every job of a multirun, before the sweep's parent run is opened;
-    returns how many jobs were checked. An error names the job's overrides."""
+    returns the configs checked. An error names the job's overrides."""
     from labrun.config.rules import ON_THIS_MACHINE
     from labrun.errors import ConfigError
 
     jobs = sweep_jobs(overrides)
     remote = any(o.startswith("hydra/launcher=") and "slurm" in o for o in overrides)
     token = ON_THIS_MACHINE.set(not remote)  # a SLURM job's GPUs are the cluster's
+    checked = []
     try:
         for job in jobs:
             try:
-                preflight(config_name, job)
+                checked.append(preflight(config_name, job))
             except ConfigError as exc:
                 swept = [o for o in job if o not in overrides]
                 where = f" (in the job with {' '.join(swept)})" if swept else ""
                 raise ConfigError(f"{exc}{where}") from None
     finally:
         ON_THIS_MACHINE.reset(token)
-    return len(jobs)
+    return checked
 
 
 def compose_task(overrides: list[str], output_dir: str, config_name: str = "train") -> DictConfig:

@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from labrun.errors import TrackingError
+from labrun.store.places import check_store_uri
 
 # MLflow retries an unreachable server for minutes by default; fail within seconds instead.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
@@ -31,7 +32,9 @@ def default_uri() -> str:
 
 
 def check_reachable(uri: str, timeout_s: float) -> None:
-    """Fail in seconds, with the fix, instead of MLflow's minutes of retries."""
+    """Fail in seconds, with the fix, instead of MLflow's minutes of retries (or a SQLAlchemy
+    traceback for a store MLflow cannot open)."""
+    check_store_uri(uri, write=False)  # a run's writes were checked in its preflight
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):

@@ -17,10 +17,12 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from labrun.config.compose import compose_task
+from labrun.config.compose import compose_task, preflight
 from labrun.errors import ConfigError, SweepFailed
 from labrun.job.train import train
+from labrun.store.places import check_run_places
 from labrun.sweep.parent import child_tags, open_parent, summarize
+from labrun.sweep.space import check_search, suggest
 
 log = logging.getLogger(__name__)
 DONE = ("COMPLETE", "PRUNED", "FAIL")
@@ -45,25 +47,6 @@ class OptunaPruning(L.Callback):
             trainer.should_stop = True
 
 
-def suggest(trial: Any, params: DictConfig) -> list[str]:
-    """Hydra overrides for one trial, drawn from the `hparams_search.params` space."""
-    overrides = []
-    for key, spec in params.items():
-        kind = spec.get("type")
-        if kind == "categorical":
-            value = trial.suggest_categorical(key, list(spec.choices))
-        elif kind == "float":
-            value = trial.suggest_float(key, spec.low, spec.high, log=spec.get("log", False))
-        elif kind == "int":
-            value = trial.suggest_int(key, spec.low, spec.high, log=spec.get("log", False))
-        else:
-            raise ConfigError(
-                f"hparams_search.params.{key}.type must be categorical, float or int, got {kind!r}"
-            )
-        overrides.append(f"{key}={value}")
-    return overrides
-
-
 def make_study(hs: DictConfig, run_dir: str, direction: str, worker: int = 0) -> Any:
     """The study, created or loaded; each worker's sampler gets its own seed (seed + worker),
     or every worker would propose the same parameters."""
@@ -71,23 +54,15 @@ def make_study(hs: DictConfig, run_dir: str, direction: str, worker: int = 0) ->
 
     storage = hs.storage or f"sqlite:///{run_dir}/optuna.db"
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}.get(
-        hs.sampler.type
-    )
-    if sampler is None:
-        raise ConfigError(
-            f"hparams_search.sampler.type must be tpe or random, got {hs.sampler.type!r}"
-        )
+    sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[
+        hs.sampler.type  # checked in check_search
+    ]
     if hs.pruner.type == "median":
         pruner: Any = optuna.pruners.MedianPruner(
             n_startup_trials=hs.pruner.n_startup_trials, n_warmup_steps=hs.pruner.n_warmup_steps
         )
-    elif hs.pruner.type == "none":
-        pruner = optuna.pruners.NopPruner()
     else:
-        raise ConfigError(
-            f"hparams_search.pruner.type must be median or none, got {hs.pruner.type!r}"
-        )
+        pruner = optuna.pruners.NopPruner()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         study_name=hs.study_name,
@@ -105,10 +80,12 @@ def _count(study: Any, states: tuple[str, ...]) -> int:
 
 def run_trials(
     overrides: list[str], base: DictConfig, study: Any, parent: str, sweep_id: str
-) -> None:
-    """Ask, train, tell, until the study holds n_trials (running ones included)."""
+) -> list[str]:
+    """Ask, train, tell, until the study holds n_trials (running ones included). Returns the
+    trials that raised, each as 'trial N: error'."""
     from optuna.trial import TrialState
 
+    raised = []
     hs = base.hparams_search
     while _count(study, (*DONE, "RUNNING")) < hs.n_trials:
         trial = study.ask()
@@ -121,6 +98,7 @@ def run_trials(
         except Exception as exc:  # a failed trial is recorded and the study goes on
             log.error("trial %d failed: %s", trial.number, exc)
             study.tell(trial, state=TrialState.FAIL)
+            raised.append(f"trial {trial.number}: {first_line(exc)}")
             continue
         value = metrics.get(base.objective.metric)
         _tag(
@@ -136,6 +114,13 @@ def run_trials(
             study.tell(trial, state=TrialState.FAIL)
         else:
             study.tell(trial, value)
+    return raised
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as the user reads it (a KeyError's str() is quoted)."""
+    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def _tag(base: DictConfig, run_id: str, state: str) -> None:
@@ -144,15 +129,26 @@ def _tag(base: DictConfig, run_id: str, state: str) -> None:
     MlflowClient(base.tracking.uri).set_tag(run_id, "labrun.trial_state", state)
 
 
-def search(overrides: list[str], workers: int = 1, worker: int | None = None) -> dict[str, Any]:
-    """Run the search `overrides` name (hparams_search=NAME) to its `n_trials`, with `workers`
-    processes sharing the study; `worker` set: be that extra worker, started by worker 0.
-    Returns the sweep's summary (worker 0) or an empty dict (other workers)."""
+def composed_search(overrides: list[str], workers: int, check: bool) -> DictConfig:
+    """The sweep's base config; `check` (worker 0: the others start after it checked): the
+    preflight, the places it writes and the whole search space first."""
+    checked = preflight("train", overrides) if check else None
     base = compose_task(overrides, "unused")
     if not base.get("hparams_search"):
         raise ConfigError(
             "labrun sweep needs a search space: add hparams_search=NAME (conf/hparams_search/)"
         )
+    if checked is not None:
+        check_run_places(checked)
+        check_search(base, overrides, workers)
+    return base
+
+
+def search(overrides: list[str], workers: int = 1, worker: int | None = None) -> dict[str, Any]:
+    """Run the search `overrides` name (hparams_search=NAME) to its `n_trials`, with `workers`
+    processes sharing the study; `worker` set: be that extra worker, started by worker 0.
+    Returns the sweep's summary (worker 0) or an empty dict (other workers)."""
+    base = composed_search(overrides, workers, check=worker is None)
     hs = base.hparams_search
     study = make_study(hs, base.paths.run_dir, base.objective.direction, worker or 0)
     sweep_id = hs.study_name
@@ -166,7 +162,8 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
         OmegaConf.to_yaml({"overrides": overrides, "hparams_search": hs}),
     )
     if worker is not None:
-        run_trials(overrides, base, study, parent, sweep_id)
+        if raised := run_trials(overrides, base, study, parent, sweep_id):
+            raise SweepFailed(f"sweep {sweep_id} worker {worker}: {'; '.join(raised)}")
         return {}
     from optuna.trial import TrialState
 
@@ -181,7 +178,7 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
     cmd = [sys.executable, "-m", "labrun", "sweep", *overrides]
     procs = [subprocess.Popen([*cmd, f"--worker={i}"]) for i in range(1, workers)]
     try:
-        run_trials(overrides, base, study, parent, sweep_id)
+        raised = run_trials(overrides, base, study, parent, sweep_id)
     finally:
         codes = [p.wait() for p in procs]
     dead = {i: code for i, code in enumerate(codes, start=1) if code}
@@ -194,15 +191,27 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
         f"{time.time() - start:.1f} s; best {base.objective.metric} = "
         f"{best and best[base.objective.metric]} ({best and best['run']}); parent run {parent}"
     )
-    if dead:
-        reason = ", ".join(f"worker {i} exited with {code}" for i, code in dead.items())
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(t.uri)
-        client.set_tag(parent, "labrun.error", reason)
-        client.set_terminated(parent, "FAILED")
-        raise SweepFailed(f"sweep {sweep_id}: {reason}; parent run {parent} lists its trials")
+    if dead or raised:
+        fail_parent(
+            t.uri,
+            parent,
+            sweep_id,
+            [*raised, *(f"worker {i} exited with {code}" for i, code in dead.items())],
+        )
     return summary
+
+
+def fail_parent(uri: str, parent: str, sweep_id: str, failures: list[str]) -> None:
+    """The sweep's parent FAILED with what failed (the first three), and the sweep's line."""
+    from mlflow.tracking import MlflowClient
+
+    reason = "; ".join(failures[:3]) + (
+        f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+    )
+    client = MlflowClient(uri)
+    client.set_tag(parent, "labrun.error", reason)
+    client.set_terminated(parent, "FAILED")
+    raise SweepFailed(f"sweep {sweep_id}: {reason}; parent run {parent} lists its trials")
 
 
 def close_dead_trials(study: Any, uri: str, experiment: str, sweep_id: str) -> None:

@@ -13,6 +13,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from mlflow.entities import Metric
 
+from labrun.tracking.run import storing
+
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000  # MLflow's limit on metrics per `log_batch`
 _NOT_IN_A_NAME = re.compile(r"[^a-zA-Z0-9_/. -]+")  # Lightning's rule for MLflow metric names
@@ -95,4 +97,7 @@ class RunLogger(MLFlowLogger):
     @rank_zero_only
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
         """Store a file (a sample grid, a plot) in the run as it trains."""
-        self.experiment.log_artifact(self.run_id, str(path), artifact_dir)
+        with storing(
+            Path(path).name, lambda: self.experiment.get_run(self.run_id).info.artifact_uri
+        ):
+            self.experiment.log_artifact(self.run_id, str(path), artifact_dir)

@@ -6,7 +6,8 @@ import logging
 import signal
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -30,6 +31,21 @@ def last_steps(client: MlflowClient, run: Any) -> dict[str, int]:
         key: max(m.step for m in client.get_metric_history(run.info.run_id, key))
         for key in run.data.metrics
     }
+
+
+@contextmanager
+def storing(what: str, artifact_uri: str | Callable[[], str]) -> Iterator[None]:
+    """An artifact the disk cannot take (full, read-only) is a line naming it and where; MLflow
+    writes each file to a temporary name first, so no half-written file is left as whole."""
+    try:
+        yield
+    except OSError as exc:
+        where = artifact_uri if isinstance(artifact_uri, str) else artifact_uri()
+        raise TrackingError(
+            f"cannot store the artifact '{what}' in {where}: "
+            f"{exc.strerror or exc}; free space there or point tracking.artifact_root at "
+            "another folder"
+        ) from exc
 
 
 class Interrupted(KeyboardInterrupt):
@@ -112,6 +128,7 @@ class TrackedRun:
                 f"cannot {verb} in the tracking store {self.uri} ({first})"
             ) from None
         self.run_id = run.info.run_id
+        self.artifact_uri = run.info.artifact_uri
         self.run_name = run.info.run_name
         self._heartbeat = Heartbeat(self.client, self.run_id)
         self._heartbeat.start()
@@ -207,14 +224,18 @@ class TrackedRun:
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+        with storing(Path(path).name, self.artifact_uri):
+            self.client.log_artifact(self.run_id, str(path), artifact_dir)
 
     def log_dir(self, path: str | Path, artifact_dir: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(path), artifact_dir)
+        with storing(artifact_dir or Path(path).name, self.artifact_uri):
+            self.client.log_artifacts(self.run_id, str(path), artifact_dir)
 
     def log_text(self, text: str, artifact_file: str, code: bool = False) -> None:
         """`code`: source text, whose `key = value` lines are kept (see `scrub_text`)."""
-        self.client.log_text(self.run_id, scrub_text(text, assignments=not code), artifact_file)
+        with storing(artifact_file, self.artifact_uri):
+            self.client.log_text(self.run_id, scrub_text(text, assignments=not code), artifact_file)
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, redact(data), artifact_file)
+        with storing(artifact_file, self.artifact_uri):
+            self.client.log_dict(self.run_id, redact(data), artifact_file)
