@@ -375,7 +375,7 @@ PREFLIGHT = [
 
 
 def test_the_catalogue_is_as_big_as_promised() -> None:
-    cases = [c[0] for c in PREFLIGHT + PLACES + RUNTIME + MOUNTED]
+    cases = [c[0] for c in PREFLIGHT + PLACES + RUNTIME + MOUNTED + VARIANTS]
     assert len(cases) >= 80
     assert len(set(cases)) == len(cases)
 
@@ -747,3 +747,49 @@ def test_read_only_and_full_places_are_one_line_and_lose_nothing(
     assert [r.info.status for r in runs] == (["FAILED"] if opens else [])
     if opens:
         assert "No space left" in runs[0].data.tags["labrun.error"]
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One finished tiny run in its own store: what rerun and eval variants start from."""
+    import labrun
+    from labrun.environ import environ
+
+    home = tmp_path_factory.mktemp("stored")
+    with environ({"LABRUN_RUN_DIR": str(home / "runs"), "MLFLOW_TRACKING_URI": ""}):
+        os.environ.pop("MLFLOW_TRACKING_URI")  # put back (or left unset) on the way out
+        result = labrun.train([*TINY, "tracking.log_model=false"])
+    return home, result["run_id"]
+
+
+# A stored run's rerun and eval, with a bad override: checked before a new run is opened.
+VARIANTS = [
+    ("rerun-bad-value", ["rerun", "{id}", "model.dropout=2"], "'model.dropout' must be in [0, 1)"),
+    (
+        "rerun-typo",
+        ["rerun", "{id}", "model.hiden_size=3"],
+        "unknown config key 'model.hiden_size' in the stored config",
+    ),
+    ("rerun-store", ["rerun", "{id}", "tracking.uri=foo://x"], "unknown tracking URI scheme"),
+    ("rerun-objective", ["rerun", "{id}", "objective.metric=val/x"], "'objective.metric' is"),
+    ("eval-bad-value", ["eval", "run_id={id}", "model.dropout=2"], "'model.dropout' must be in"),
+    ("eval-unknown-run", ["eval", f"run_id={'f' * 32}"], "no run '" + "f" * 32),
+]
+
+
+@pytest.mark.parametrize(("argv", "says"), [c[1:] for c in VARIANTS], ids=[c[0] for c in VARIANTS])
+def test_rerun_and_eval_variants_are_checked_before_a_new_run(
+    argv, says, stored_run, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, run_id = stored_run
+    monkeypatch.setenv("LABRUN_RUN_DIR", str(home / "runs"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SystemExit) as ended:
+        main([a.format(id=run_id) for a in argv])
+    err = capsys.readouterr().err
+    assert ended.value.code == 2, err
+    assert err.strip().splitlines()[-1].startswith(ERR) and says in err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    client = MlflowClient(f"sqlite:///{home}/runs/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.run_id for r in runs] == [run_id]  # no new run, none left RUNNING

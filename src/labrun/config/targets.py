@@ -102,6 +102,8 @@ def check_monitored(cfg: DictConfig) -> None:
     scheduler's `model.monitor`) is one the model says it logs in validation (its class's
     `validation_metrics`). A model that does not say is checked at its sanity check."""
     model = cfg.get("model")
+    if cfg.get("task_name", "train") != "train":  # an evaluation watches nothing
+        return
     if not isinstance(model, DictConfig) or not isinstance(model.get("_target_"), str):
         return
     logs = getattr(_import(model._target_, "model"), "validation_metrics", None)
