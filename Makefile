@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install train test lint format ui server server-stop bench clean
+.PHONY: install train test lint format ui server server-stop slurm slurm-stop slurm-packages bench clean
 PG_PORT ?= 5433
 
 install: $(STAMP)
@@ -26,8 +26,9 @@ train: install
 
 # Two workers: a test trains on one thread (threads=1), so two share this machine's two cores;
 # a file's tests stay on one worker, so its session fixtures (a trained feature net) are made once.
+# The SLURM tests start a one-node cluster (tests/sweep/test_slurm.py); its packages come first.
 PYTEST_ARGS ?= -n 2 --dist loadfile
-test: install
+test: install slurm-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -57,6 +58,23 @@ server: install
 
 server-stop: install
 	$(BIN)/labrun server stop --dir runs/server
+
+# A one-node SLURM cluster on this machine (munge, slurmctld, slurmd; slurm.conf in runs/slurm/):
+# `labrun train -m hydra/launcher=slurm ...` submits to it. Debian's packages, installed if missing.
+slurm: install slurm-packages
+	$(BIN)/labrun slurm start --dir runs/slurm
+
+slurm-stop: install
+	$(BIN)/labrun slurm stop --dir runs/slurm
+
+# slurmdbd and MariaDB: accounting, so sacct answers and memory requests are enforced.
+SLURM_PACKAGES := slurm-wlm munge slurmdbd mariadb-server
+slurm-packages:
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null && command -v slurmdbd >/dev/null || \
+		{ command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		  { apt-get install -y -q $(SLURM_PACKAGES) >/dev/null 2>&1 || \
+		    { apt-get update -q >/dev/null && apt-get install -y -q $(SLURM_PACKAGES) >/dev/null; }; }; } || \
+		echo "SLURM is not installed and cannot be here (apt-get install $(SLURM_PACKAGES), as root): its tests will say so"
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache dist build

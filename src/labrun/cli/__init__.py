@@ -23,6 +23,7 @@ commands:
   resume RUN_ID         continue a killed or crashed run from its newest checkpoint
   runs [--stale]        the runs in the store; --stale closes runs whose process is gone
   server start|stop     a team tracking server (PostgreSQL + MLflow) on this machine
+  slurm start|stop      a one-node SLURM cluster on this machine, to try and test sweeps on
 
 Overrides are Hydra's: experiment=sst2_lstm model.hidden_size=256 debug=fdr ...
 Hydra's own flags work too: labrun train --cfg job, labrun train --help, labrun train -m ...
@@ -186,6 +187,12 @@ def _runs(argv: list[str]) -> None:
     runs.main(argv)
 
 
+def _slurm(argv: list[str]) -> None:
+    from labrun.cli import slurm
+
+    slurm.main(argv)
+
+
 def _server(argv: list[str]) -> None:
     from labrun.cli import server
 
@@ -204,6 +211,7 @@ VERBS: dict[str, Callable[[list[str]], None]] = {
     "resume": _resume,
     "runs": _runs,
     "server": _server,
+    "slurm": _slurm,
 }
 HYDRA_VERBS = {"train", "eval"}  # Hydra sets up their logging itself
 

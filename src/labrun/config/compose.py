@@ -30,6 +30,13 @@ def direction_mode(direction: str) -> str:
     return DIRECTIONS[direction]
 
 
+def gpus_asked(accelerator: str, devices: object) -> int:
+    """GPUs a job asks its cluster for: `devices` when the trainer runs on GPUs, else none."""
+    if str(accelerator) not in ("gpu", "cuda"):
+        return 0
+    return devices if isinstance(devices, int) else len(devices) if isinstance(devices, list) else 1
+
+
 def register_resolvers() -> None:
     """Resolvers, schemas and recipes the configs use; safe to call more than once."""
     from labrun.config.schema import register_recipes, register_schemas
@@ -40,6 +47,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("labrun.abspath", lambda p: str(Path(p).resolve()))
     if not OmegaConf.has_resolver("labrun.mode"):
         OmegaConf.register_new_resolver("labrun.mode", direction_mode)
+    if not OmegaConf.has_resolver("labrun.gpus"):
+        OmegaConf.register_new_resolver("labrun.gpus", gpus_asked)
     register_schemas()
     register_recipes(recipes_dir())
 

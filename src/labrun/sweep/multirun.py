@@ -27,6 +27,21 @@ def _tracking(config: DictConfig) -> tuple[str, str, str | None]:
     return t.uri, experiment, t.artifact_root
 
 
+class OneSacctWarning(logging.Filter):
+    """submitit polls `sacct` and warns at every poll where the cluster keeps no accounting (the
+    one-node cluster of `make slurm`); one warning says it, the rest are dropped."""
+
+    seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        first, OneSacctWarning.seen = not OneSacctWarning.seen, True
+        if first:
+            log.warning("sacct fails here (no SLURM accounting): job states come from squeue")
+        return False
+
+
 class MultirunParent(Callback):
     """The parent run's id travels to the jobs in a file in the sweep folder, so jobs in other
     processes (the joblib launcher, a cluster) find it too."""
@@ -39,6 +54,7 @@ class MultirunParent(Callback):
         parent = open_parent(uri, experiment, artifact_root, sweep_dir.name, "multirun", text)
         write_parent_file(sweep_dir, {"run_id": parent, "sweep_id": sweep_dir.name, "uri": uri})
         log.info("sweep %s: parent run %s", sweep_dir.name, parent)
+        logging.getLogger("submitit").addFilter(OneSacctWarning())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         info = read_parent_file(config.hydra.sweep.dir)
