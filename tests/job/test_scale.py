@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import TINY, labrun_env, run_labrun
@@ -44,32 +42,6 @@ def compose_hydra(overrides: list[str], tmp_path: Path) -> Any:
             )
     finally:
         GlobalHydra.instance().clear()
-
-
-class RecordingExecutor:
-    """Stands in for submitit's AutoExecutor: records what SLURM would have been asked for."""
-
-    calls: list[tuple[str, Any]] = []
-
-    def __init__(self, cluster: str, **kwargs: Any) -> None:
-        RecordingExecutor.calls.append(("init", {"cluster": cluster, **kwargs}))
-
-    def update_parameters(self, **params: Any) -> None:
-        RecordingExecutor.calls.append(("parameters", params))
-
-    def map_array(self, fn: Any, *args: Any) -> list[Any]:
-        from hydra.core.utils import JobReturn, JobStatus
-
-        RecordingExecutor.calls.append(("jobs", [list(a) for a in zip(*args, strict=True)]))
-
-        class Job:
-            def results(self) -> list[JobReturn]:
-                ret = JobReturn()
-                ret.status = JobStatus.COMPLETED
-                ret.return_value = None
-                return [ret]
-
-        return [Job() for _ in args[0]]
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
@@ -135,46 +107,20 @@ def test_parallel_launcher_config_composes(tmp_path: Path) -> None:
     assert launcher.n_jobs == 2 and launcher.backend == "loky"
 
 
-def test_slurm_launcher_is_called_with_the_job_resources(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str
-) -> None:
-    """A STAND-IN, not a cluster: submitit's executor is replaced by a recorder, so this checks
-    only what each job would be submitted with (resources, overrides, job numbers). Nothing here
-    runs on SLURM; the README says so until a real one-node cluster runs in the tests."""
-    import submitit
-
-    from labrun import cli
-
-    monkeypatch.setattr(submitit, "AutoExecutor", RecordingExecutor)
-    monkeypatch.setenv("LABRUN_RUN_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    monkeypatch.setattr(sys, "argv", ["labrun"])
-    RecordingExecutor.calls = []
-    cli.main(
-        [
-            "train",
-            "-m",
-            "hydra/launcher=slurm",
-            "hydra.launcher.partition=gpu",
-            "hydra.launcher.timeout_min=90",
-            "trainer=ddp",
-            "trainer.devices=4",
-            "trainer.num_nodes=2",
-            "seed=1,2,3",
-        ]
-    )
-    kinds = dict(RecordingExecutor.calls)
-    assert kinds["init"]["cluster"] == "slurm"
-    params = kinds["parameters"]
-    assert params["slurm_partition"] == "gpu"
-    assert params["timeout_min"] == 90
-    assert params["nodes"] == 2
-    assert params["tasks_per_node"] == 4 and params["gpus_per_node"] == 4
-    assert params["slurm_signal_delay_s"] == 120
-    jobs = kinds["jobs"]
-    assert [job[0][-1] for job in jobs] == ["seed=1", "seed=2", "seed=3"]
-    assert all("trainer=ddp" in job[0] and "trainer.devices=4" in job[0] for job in jobs)
-    assert [job[2] for job in jobs] == [0, 1, 2]
+def test_slurm_launcher_asks_for_what_the_trainer_uses(tmp_path: Path) -> None:
+    """What each SLURM job is submitted with, as Hydra composes it (the jobs themselves run on a
+    real cluster in tests/sweep/test_slurm.py): one task per device, GPUs only for a GPU
+    trainer, a CPU per thread."""
+    gpu = compose_hydra(
+        ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+        tmp_path,
+    ).hydra.launcher
+    assert (gpu.nodes, gpu.tasks_per_node, gpu.gpus_per_node) == (2, 4, 4)
+    assert gpu.signal_delay_s == 120
+    cpu = compose_hydra(
+        ["hydra/launcher=slurm", "trainer=ddp_cpu", "trainer.devices=2", "threads=3"], tmp_path
+    ).hydra.launcher
+    assert (cpu.nodes, cpu.tasks_per_node, cpu.gpus_per_node, cpu.cpus_per_task) == (1, 2, 0, 3)
 
 
 def test_trainer_configs_compose(make_cfg) -> None:

@@ -61,6 +61,13 @@ def build_trainer(
         from labrun.resume.checkpoints import FileCheckpointIO
 
         extra["plugins"] = [FileCheckpointIO()]
+    from labrun.resume.requeue import in_slurm_job
+
+    if in_slurm_job() and not cfg.trainer.get("plugins"):
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        # labrun.resume.requeue owns the requeue: Lightning's own would fight it for the job
+        extra.setdefault("plugins", []).append(SLURMEnvironment(auto_requeue=False))
     if "enable_progress_bar" not in cfg.trainer:
         # The callbacks group decides: without `callbacks.progress_bar` Lightning would add its
         # own bar, which a sweep or a cluster log does not want and every step pays for.

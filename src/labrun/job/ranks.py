@@ -77,6 +77,7 @@ class FollowerRun:
     def __init__(self) -> None:
         self.run_id = os.environ.get(RUN_ID_ENV, "")
         self.logged_through: dict[str, int] = {}
+        self.signal_received: int | None = None
 
     def __enter__(self) -> FollowerRun:
         return self
@@ -84,8 +85,12 @@ class FollowerRun:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def signalled(self, signum: int) -> None:
+        self.signal_received = signum
+
     def raise_if_signalled(self) -> None:
-        return None
+        if self.signal_received is not None:  # rank 0 ends the run; this rank just stops
+            raise SystemExit(128 + self.signal_received)
 
     def stop_callback(self) -> Callback:
         return Callback()

@@ -16,6 +16,7 @@ from labrun.contracts import DataModule, Exports, Prepares, require
 from labrun.job import determinism, ranks
 from labrun.job.build import build, build_trainer
 from labrun.job.checks import check_model_kwargs, optional_hooks
+from labrun.resume import requeue
 from labrun.resume.state import ResumableState
 from labrun.tracking.logger import RunLogger
 from labrun.tracking.record import (
@@ -48,14 +49,9 @@ def train(
     determinism.apply(cfg.seed, cfg.threads)
     leader = ranks.is_rank_zero()  # other DDP ranks train too, but record nothing
     run_scope = open_run(cfg, "train", tags, resume_run_id) if leader else ranks.FollowerRun()
-    if leader:
-        run_scope.local_dir = str(cfg.paths.output_dir)
     with ranks.job_scope(), run_scope as run:
-        if leader and resume_run_id:
-            record_resume(run, cfg)
-        elif leader:
-            record_config(run, cfg)
-            record_provenance(run, cfg)
+        if leader:
+            record_start(run, cfg, resume_run_id)
         dm = build(cfg.data)
         require(dm, DataModule, "data")
         dm.prepare_data()
@@ -74,6 +70,7 @@ def train(
             determinism.ReseedEachBatch(cfg.seed),
             ResumableState(cfg.seed),
             *(callbacks or []),
+            *requeue.callbacks(run),
         ]
         trainer = build_trainer(cfg, run.run_id, extra, run.logged_through)
         if leader and trainer.world_size > 1:
@@ -92,6 +89,19 @@ def train(
         record_results(run, cfg, checkpoints, model, dm, metrics, exported)
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
         return {**metrics, "run_id": run.run_id}
+
+
+def record_start(run: Any, cfg: DictConfig, resume_run_id: str | None) -> None:
+    """What rank 0 records before any work: the config and provenance (resumed: the resume);
+    in a SLURM job, the job folder names the run for the job's requeue."""
+    run.local_dir = str(cfg.paths.output_dir)
+    if requeue.in_slurm_job():
+        requeue.remember_job_run(cfg.paths.output_dir, run.run_id)
+    if resume_run_id:
+        record_resume(run, cfg)
+    else:
+        record_config(run, cfg)
+        record_provenance(run, cfg)
 
 
 def fit_and_test(

@@ -27,14 +27,36 @@ def process_start(pid: int) -> str | None:
 
 
 def process_tags() -> dict[str, str]:
-    """Which process holds the run: `labrun runs --stale` checks it is still alive."""
+    """Which process holds the run: `labrun runs --stale` checks it is still alive; under
+    SLURM, which job (and how often it was requeued)."""
     pid = os.getpid()
     return {
         "labrun.hostname": socket.gethostname(),
         "labrun.pid": str(pid),
         "labrun.pid_start": process_start(pid) or "",
         "labrun.heartbeat": str(int(time.time())),
+        **slurm_tags(),
     }
+
+
+SLURM_TAGS = {  # tag -> SLURM's variable in a job's environment
+    "labrun.slurm.job_id": "SLURM_JOB_ID",
+    "labrun.slurm.array_job_id": "SLURM_ARRAY_JOB_ID",
+    "labrun.slurm.array_task_id": "SLURM_ARRAY_TASK_ID",
+    "labrun.slurm.nodelist": "SLURM_JOB_NODELIST",
+    "labrun.slurm.ntasks": "SLURM_NTASKS",
+    "labrun.slurm.partition": "SLURM_JOB_PARTITION",
+}
+
+
+def slurm_tags() -> dict[str, str]:
+    """The SLURM job this process runs in (none outside one); `restart_count` counts requeues."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return {}
+    tags = {tag: env[name] for tag, name in SLURM_TAGS.items() if name in env}
+    tags["labrun.slurm.restart_count"] = env.get("SLURM_RESTART_COUNT", "0")
+    return tags
 
 
 class Heartbeat(threading.Thread):
@@ -56,3 +78,14 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self._stopped.set()
         self.join(timeout=5)
+
+
+def slurm_log_files() -> list[Path]:
+    """SLURM's stdout/stderr files of this job's tasks (submitit's `<job>_<task>_log.*`)."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or "SLURM_JOB_ID" not in os.environ:
+        return []
+    import submitit
+
+    paths = submitit.JobEnvironment().paths
+    job = paths.job_id
+    return sorted(p for p in paths.folder.glob(f"{job}_*_log.*") if p.is_file())

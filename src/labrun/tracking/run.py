@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from labrun.errors import TrackingError
 from labrun.store.client import check_reachable, ensure_experiment
-from labrun.tracking.heartbeat import Heartbeat, process_tags
+from labrun.tracking.heartbeat import Heartbeat, process_tags, slurm_log_files
 from labrun.tracking.params import safe_values
 from labrun.tracking.secrets import redact, scrub_text
 
@@ -50,6 +50,17 @@ def storing(what: str, artifact_uri: str | Callable[[], str]) -> Iterator[None]:
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM, raised at a safe point so that Lightning shuts down cleanly."""
+
+
+class Requeued(SystemExit):
+    """This process ends so that its requeued SLURM job continues the run (labrun.resume.
+    requeue): the run is closed SCHEDULED, then `then` runs (the requeue). A SystemExit, so
+    submitit writes no result for the job, which is not over."""
+
+    def __init__(self, reason: str, then: Callable[[], None] | None = None) -> None:
+        super().__init__(0)
+        self.reason = reason
+        self.then = then
 
 
 class StopOnSignal(Callback):
@@ -150,6 +161,10 @@ class TrackedRun:
         if not first:
             raise Interrupted(f"signal {signum}")
 
+    def signalled(self, signum: int) -> None:
+        """A signal someone else caught (labrun.resume.requeue), handled as this run's own."""
+        self._on_signal(signum, None)
+
     def raise_if_signalled(self) -> None:
         if self.signal_received is not None:
             raise Interrupted(f"signal {self.signal_received}")
@@ -167,7 +182,9 @@ class TrackedRun:
             signal.signal(sig, handler)
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        if exc is None or (
+        if isinstance(exc, Requeued):
+            status = "SCHEDULED"  # its requeued SLURM job reopens it
+        elif exc is None or (
             isinstance(exc, SystemExit) and not exc.code and self.signal_received is None
         ):
             status = "FINISHED"
@@ -175,16 +192,16 @@ class TrackedRun:
             status = "KILLED"
         else:
             status = "FAILED"
-        try:
+        try:  # closed first: an artifact that cannot be written (a full disk) loses nothing
             if status == "FAILED" and exc is not None:
-                text = "".join(traceback.format_exception(exc_type, exc, tb))
-                self.log_text(text, "traceback.txt")
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 self.set_tags({"labrun.error": f"{type(exc).__name__}: {first}"[:5000]})
             if status == "KILLED":
                 self.client.set_tag(
                     self.run_id, "labrun.signal", str(self.signal_received or signal.SIGINT)
                 )
+            if isinstance(exc, Requeued):
+                self.client.set_tag(self.run_id, "labrun.requeued", exc.reason)
             self.client.set_terminated(self.run_id, status)
         except Exception as lost:  # the store went away: say so, and how to go on
             cause = (str(lost).strip().splitlines() or [type(lost).__name__])[0][:200]
@@ -195,8 +212,24 @@ class TrackedRun:
                 f"labrun resume {self.run_id}"
             ) from None
         log.info("MLflow run %s ended %s", self.run_id, status)
+        self._store_after_closing(
+            "".join(traceback.format_exception(exc_type, exc, tb)) if status == "FAILED" else None
+        )
+        if isinstance(exc, Requeued) and exc.then is not None:
+            exc.then()
         if status == "KILLED" and self.signal_received is not None:
             raise SystemExit(128 + self.signal_received)  # the shell's convention: 143 for SIGTERM
+
+    def _store_after_closing(self, traceback_text: str | None) -> None:
+        """The traceback and, in a SLURM job, SLURM's stdout/stderr files of its tasks so far:
+        stored once the run is closed, each failure a warning, not a lost status."""
+        try:
+            if traceback_text:
+                self.log_text(traceback_text, "traceback.txt")
+            for path in slurm_log_files():
+                self.log_file(path, "slurm")
+        except Exception as exc:
+            log.warning("run %s: an artifact was not stored after closing: %s", self.run_id, exc)
 
     # -- recording: every text that reaches the store passes `secrets` first ---------------
 

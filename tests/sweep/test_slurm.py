@@ -1,0 +1,221 @@
+"""Sweeps on a real SLURM: the one-node cluster `make slurm` starts (munge, slurmctld, slurmd on
+this machine), jobs submitted through submitit and Hydra's launcher, real DDP ranks that SLURM
+starts, a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import FAST, ROOT, labrun_command, labrun_env, run_labrun
+
+SLURM_DIR = ROOT / "runs" / "slurm"  # the folder make slurm uses: one cluster per machine
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Path:
+    """The cluster, started for the tests (left as found: stopped if the tests started it)."""
+    from labrun.sweep import cluster
+
+    was_running = cluster.alive(SLURM_DIR / "slurmctld.pid") is not None
+    try:
+        cluster.start(SLURM_DIR)
+    except cluster.ClusterError as exc:
+        if os.environ.get("CI"):
+            raise  # in CI the SLURM tests must run
+        pytest.skip(f"no SLURM cluster here: {exc}")
+    yield SLURM_DIR
+    if not was_running:
+        cluster.stop(SLURM_DIR)
+
+
+SMALL_JOBS = ["hydra.launcher.mem_gb=6", "hydra.launcher.timeout_min=10"]  # 2 ranks: ~1.2 GB each
+
+
+def test_a_ddp_sweep_on_slurm_is_labrun_runs(slurm: Path, tmp_path: Path, store: str) -> None:
+    """2 jobs of 2 DDP tasks each: SLURM starts both ranks (nothing relaunched), each job is a
+    FINISHED child run with its SLURM job, array index, nodes and requeue count as tags and
+    SLURM's stdout/stderr of both tasks as artifacts."""
+    proc = run_labrun(
+        [
+            "train",
+            "-m",
+            "hydra/launcher=slurm",
+            *SMALL_JOBS,
+            "seed=1,2",
+            "trainer=ddp_cpu",
+            "trainer.devices=2",
+            *FAST,
+        ],
+        labrun_env(tmp_path, store),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if r.data.tags.get("labrun.role") == "parent"]
+    children = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and len(children) == 2
+    assert all(r.info.status == "FINISHED" for r in runs)
+    host = socket.gethostname().split(".")[0]
+    tags = [r.data.tags for r in sorted(children, key=lambda r: r.data.params["seed"])]
+    assert [t["labrun.slurm.array_task_id"] for t in tags] == ["0", "1"]
+    assert len({t["labrun.slurm.array_job_id"] for t in tags}) == 1
+    assert all(t["labrun.slurm.job_id"].isdigit() for t in tags)
+    assert all(t["labrun.slurm.nodelist"] == host for t in tags)
+    assert all(t["labrun.slurm.ntasks"] == "2" for t in tags)
+    assert all(t["labrun.slurm.restart_count"] == "0" for t in tags)
+    assert all(t["mlflow.parentRunId"] == parents[0].info.run_id for t in tags)
+    for run in children:
+        logs = {a.path for a in client.list_artifacts(run.info.run_id, "slurm")}
+        job = f"{run.data.tags['labrun.slurm.array_job_id']}_"
+        job += run.data.tags["labrun.slurm.array_task_id"]
+        assert {f"slurm/{job}_{t}_log.{k}" for t in (0, 1) for k in ("out", "err")} <= logs
+        rank1 = Path(
+            client.download_artifacts(run.info.run_id, f"slurm/{job}_1_log.err", str(tmp_path))
+        )
+        # the second rank is SLURM's task 1, in its own process: not relaunched by Lightning
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in rank1.read_text()
+
+
+def start_pending_requeues() -> None:
+    """A requeued job waits for a begin time SLURM sets (about two minutes); start it now."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i %r"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        job, _, reason = line.partition(" ")
+        if reason.strip() == "BeginTime":
+            subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
+
+
+def training_job(store: str) -> str | None:
+    """The SLURM job id of a run that has logged training steps, read straight from the SQLite
+    file (read-only: an MLflow client here could race the sweep creating the store's tables)."""
+    query = (
+        "SELECT t.value FROM tags t JOIN metrics m ON m.run_uuid = t.run_uuid "
+        "WHERE t.key = 'labrun.slurm.job_id' AND m.key = 'train/loss_step' LIMIT 1"
+    )
+    try:
+        with sqlite3.connect(f"file:{store.removeprefix('sqlite:///')}?mode=ro", uri=True) as db:
+            row = db.execute(query).fetchone()
+    except sqlite3.Error:  # not made yet
+        return None
+    return row[0] if row else None
+
+
+def child_runs(store: str) -> list:
+    if not Path(store.removeprefix("sqlite:///")).exists():
+        return []
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return [r for r in runs if r.data.tags.get("labrun.role") != "parent"]
+
+
+# A job of 320 steps on one thread: long enough to be stopped part-way.
+REQUEUED = [
+    "experiment=trec_lstm",
+    "trainer=cpu",
+    "trainer.max_epochs=8",  # about 70 s here: a time limit falls inside it
+    "+trainer.limit_train_batches=40",
+    "+trainer.limit_val_batches=4",
+    "+trainer.limit_test_batches=4",
+    "~callbacks.progress_bar",
+    "tracking.log_model=false",
+    "trainer.log_every_n_steps=5",
+    "seed=7",
+]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    """The same job on this machine, not stopped: what a requeued job must end with."""
+    home = tmp_path_factory.mktemp("uninterrupted")
+    store = f"sqlite:///{home}/plain.db"
+    done = run_labrun(["train", *REQUEUED], labrun_env(home, store))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = child_runs(store)
+    return final_metrics(run)
+
+
+def final_metrics(run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if k.startswith(("test/", "val/"))}
+
+
+def submit(
+    argv: list[str], tmp_path: Path, store: str, launcher: list[str] = SMALL_JOBS
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(labrun_command()), "train", "-m", "hydra/launcher=slurm", *launcher, *argv],
+        env=labrun_env(tmp_path, store),
+        cwd=ROOT,
+        stdout=(tmp_path / "sweep.out").open("w"),
+        stderr=subprocess.STDOUT,  # a file: a pipe nobody reads while polling would fill up
+    )
+
+
+def finish(sweep: subprocess.Popen) -> None:
+    """The submitting process's end; one that hangs is killed (and its jobs cancelled)."""
+    try:
+        sweep.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        sweep.kill()
+        subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
+        raise
+
+
+def test_a_job_requeued_mid_epoch_continues_its_run_exactly(
+    slurm: Path, uninterrupted: dict[str, float], tmp_path: Path, store: str
+) -> None:
+    """`scontrol requeue` while the job trains: SLURM's SIGTERM becomes a checkpoint at the next
+    batch end, the run waits SCHEDULED, the requeued job (restart 1) reopens the same run from
+    that checkpoint, and its final metrics are the uninterrupted job's, bit for bit."""
+    sweep = submit(REQUEUED, tmp_path, store)
+    requeued = False
+    deadline = time.monotonic() + 480
+    while sweep.poll() is None and time.monotonic() < deadline:
+        if not requeued and (job := training_job(store)):
+            subprocess.run(["scontrol", "requeue", job])
+            requeued = True
+        start_pending_requeues()
+        time.sleep(1)
+    finish(sweep)
+    assert requeued and sweep.returncode == 0, (tmp_path / "sweep.out").read_text()[-3000:]
+    (run,) = child_runs(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["labrun.slurm.restart_count"] == "1"
+    assert run.data.tags["labrun.requeued"].startswith("requeued by SLURM (SIGTERM)")
+    client = MlflowClient(store)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")]
+    assert steps == sorted(set(steps))  # no step logged twice across the two jobs
+    assert final_metrics(run) == uninterrupted
+
+
+def test_a_job_at_its_time_limit_checkpoints_requeues_and_finishes(
+    slurm: Path, uninterrupted: dict[str, float], tmp_path: Path, store: str
+) -> None:
+    """SLURM's time-limit warning (SIGUSR2, which `hydra.launcher.signal_delay_s` asks for;
+    sent here with `scancel --signal` while the job trains, because SLURM may send it up to a
+    minute early): the job checkpoints, requeues itself and the requeued job finishes the same
+    run, with the uninterrupted job's metrics."""
+    sweep = submit([*REQUEUED, "hydra.launcher.signal_delay_s=30"], tmp_path, store)
+    warned = False
+    deadline = time.monotonic() + 480
+    while sweep.poll() is None and time.monotonic() < deadline:
+        if not warned and (job := training_job(store)):
+            subprocess.run(["scancel", "--signal=USR2", job])
+            warned = True
+        start_pending_requeues()
+        time.sleep(1)
+    finish(sweep)
+    assert warned and sweep.returncode == 0, (tmp_path / "sweep.out").read_text()[-3000:]
+    (run,) = child_runs(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["labrun.slurm.restart_count"] == "1"
+    assert run.data.tags["labrun.requeued"] == "time limit near (SIGUSR2), requeue 1"
+    assert final_metrics(run) == uninterrupted
