@@ -94,19 +94,22 @@ def start_pending_requeues() -> None:
             subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
 
 
-def training_job(store: str) -> str | None:
-    """The SLURM job id of a run that has logged training steps, read straight from the SQLite
-    file (read-only: an MLflow client here could race the sweep creating the store's tables)."""
+def job_state(store: str) -> tuple[str, str, str, int] | None:
+    """(SLURM job id, run status, restart count, last training step) of the sweep's one child
+    run, read straight from the SQLite file (read-only: an MLflow client here could race the
+    sweep creating the store's tables)."""
     query = (
-        "SELECT t.value FROM tags t JOIN metrics m ON m.run_uuid = t.run_uuid "
-        "WHERE t.key = 'labrun.slurm.job_id' AND m.key = 'train/loss_step' LIMIT 1"
+        "SELECT j.value, u.status, r.value, (SELECT MAX(m.step) FROM metrics m "
+        "WHERE m.run_uuid = u.run_uuid AND m.key = 'train/loss_step') FROM runs u "
+        "JOIN tags j ON j.run_uuid = u.run_uuid AND j.key = 'labrun.slurm.job_id' "
+        "JOIN tags r ON r.run_uuid = u.run_uuid AND r.key = 'labrun.slurm.restart_count'"
     )
     try:
         with sqlite3.connect(f"file:{store.removeprefix('sqlite:///')}?mode=ro", uri=True) as db:
             row = db.execute(query).fetchone()
     except sqlite3.Error:  # not made yet
         return None
-    return row[0] if row else None
+    return (row[0], row[1], row[2], row[3] or 0) if row else None
 
 
 def child_runs(store: str) -> list:
@@ -121,7 +124,7 @@ def child_runs(store: str) -> list:
 REQUEUED = [
     "experiment=trec_lstm",
     "trainer=cpu",
-    "trainer.max_epochs=8",  # about 70 s here: a time limit falls inside it
+    "trainer.max_epochs=5",  # about 45 s here: two stops fall inside it
     "+trainer.limit_train_batches=40",
     "+trainer.limit_val_batches=4",
     "+trainer.limit_test_batches=4",
@@ -159,63 +162,44 @@ def submit(
     )
 
 
-def finish(sweep: subprocess.Popen) -> None:
-    """The submitting process's end; one that hangs is killed (and its jobs cancelled)."""
+def test_a_requeued_job_continues_its_run_exactly(
+    slurm: Path, uninterrupted: dict[str, float], tmp_path: Path, store: str
+) -> None:
+    """Both ways SLURM stops a job, in one job: `scontrol requeue` while it trains (SLURM's
+    SIGTERM, the job's restart count gone up), then in the requeued job the time-limit warning
+    (SIGUSR2, which `hydra.launcher.signal_delay_s` asks for; sent with `scancel --signal`
+    because SLURM may send it up to a minute early). Each is a checkpoint at the next batch end,
+    the run SCHEDULED, the job requeued and the same run reopened; the final metrics are the
+    uninterrupted job's, bit for bit, and no step is logged twice."""
+    sweep = submit([*REQUEUED, "hydra.launcher.signal_delay_s=30"], tmp_path, store)
+    stops = [["scontrol", "requeue"], ["scancel", "--signal=USR2"]]
+    last_step = -1  # where the last stop left the run: a later step means it trains again
+    deadline = time.monotonic() + 480
     try:
+        while sweep.poll() is None and time.monotonic() < deadline:
+            state = job_state(store)
+            if state and state[1] == "SCHEDULED":
+                last_step = state[3]
+            elif stops and state and state[1] == "RUNNING" and state[3] > max(last_step, 0):
+                subprocess.run([*stops.pop(0), state[0]], check=True)
+                last_step = 10**9  # until the run is SCHEDULED again
+            start_pending_requeues()
+            time.sleep(1)
         sweep.wait(timeout=60)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired:  # a sweep that hangs: killed, its jobs cancelled
         sweep.kill()
         subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
         raise
-
-
-def test_a_job_requeued_mid_epoch_continues_its_run_exactly(
-    slurm: Path, uninterrupted: dict[str, float], tmp_path: Path, store: str
-) -> None:
-    """`scontrol requeue` while the job trains: SLURM's SIGTERM becomes a checkpoint at the next
-    batch end, the run waits SCHEDULED, the requeued job (restart 1) reopens the same run from
-    that checkpoint, and its final metrics are the uninterrupted job's, bit for bit."""
-    sweep = submit(REQUEUED, tmp_path, store)
-    requeued = False
-    deadline = time.monotonic() + 480
-    while sweep.poll() is None and time.monotonic() < deadline:
-        if not requeued and (job := training_job(store)):
-            subprocess.run(["scontrol", "requeue", job])
-            requeued = True
-        start_pending_requeues()
-        time.sleep(1)
-    finish(sweep)
-    assert requeued and sweep.returncode == 0, (tmp_path / "sweep.out").read_text()[-3000:]
+    assert not stops and sweep.returncode == 0, (tmp_path / "sweep.out").read_text()[-3000:]
     (run,) = child_runs(store)
     assert run.info.status == "FINISHED"
-    assert run.data.tags["labrun.slurm.restart_count"] == "1"
-    assert run.data.tags["labrun.requeued"].startswith("requeued by SLURM (SIGTERM)")
+    assert run.data.tags["labrun.slurm.restart_count"] == "2"
+    assert run.data.tags["labrun.requeued"] == "time limit near (SIGUSR2), requeue 2"
     client = MlflowClient(store)
+    logs = [a.path for a in client.list_artifacts(run.info.run_id, "slurm")]
+    out = next(p for p in logs if p.endswith("_0_log.out"))
+    said = Path(client.download_artifacts(run.info.run_id, out, str(tmp_path))).read_text()
+    assert "requeued by SLURM (SIGTERM), restart 1" in said  # the first stop, in SLURM's log
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")]
-    assert steps == sorted(set(steps))  # no step logged twice across the two jobs
-    assert final_metrics(run) == uninterrupted
-
-
-def test_a_job_at_its_time_limit_checkpoints_requeues_and_finishes(
-    slurm: Path, uninterrupted: dict[str, float], tmp_path: Path, store: str
-) -> None:
-    """SLURM's time-limit warning (SIGUSR2, which `hydra.launcher.signal_delay_s` asks for;
-    sent here with `scancel --signal` while the job trains, because SLURM may send it up to a
-    minute early): the job checkpoints, requeues itself and the requeued job finishes the same
-    run, with the uninterrupted job's metrics."""
-    sweep = submit([*REQUEUED, "hydra.launcher.signal_delay_s=30"], tmp_path, store)
-    warned = False
-    deadline = time.monotonic() + 480
-    while sweep.poll() is None and time.monotonic() < deadline:
-        if not warned and (job := training_job(store)):
-            subprocess.run(["scancel", "--signal=USR2", job])
-            warned = True
-        start_pending_requeues()
-        time.sleep(1)
-    finish(sweep)
-    assert warned and sweep.returncode == 0, (tmp_path / "sweep.out").read_text()[-3000:]
-    (run,) = child_runs(store)
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["labrun.slurm.restart_count"] == "1"
-    assert run.data.tags["labrun.requeued"] == "time limit near (SIGUSR2), requeue 1"
+    assert steps == sorted(set(steps))
     assert final_metrics(run) == uninterrupted

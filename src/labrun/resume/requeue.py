@@ -152,8 +152,8 @@ class SlurmRequeue(L.Callback):
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         log.warning("SLURM signal %d: checkpointing at the next batch end", signum)
-        if self.fitting and self.pending is None:
-            self.pending = signum
+        if self.pending is None and (self.fitting or signum == WARNING_SIGNAL):
+            self.pending = signum  # a warning before the first batch waits for its end
         elif signum == signal.SIGTERM:  # outside training (testing, a second signal): stop
             self.run.signalled(signum)
 
