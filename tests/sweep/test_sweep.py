@@ -342,3 +342,18 @@ def test_sweep_bad_input_is_one_line(
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("labrun: error:") and message in last, last
+
+
+def test_a_launcher_that_fails_leaves_no_parent_running(tmp_path: Path, store: str) -> None:
+    """A value only the launcher refuses (joblib's n_jobs=0) fails before any job: the parent,
+    opened already, ends FAILED with the sweep's last line, not RUNNING forever."""
+    proc = run_labrun(
+        ["train", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=0", "seed=1,2", *FAST],
+        labrun_env(tmp_path, store),
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("labrun: error: the sweep stopped early; its parent run ")
+    (parent,) = parents(MlflowClient(store))
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["labrun.error"] == "the sweep stopped before its jobs ended"

@@ -108,10 +108,9 @@ def hydra_task(name: str, load_app: Callable[[], Callable[[], None]], argv: list
     writes = not any(a.split("=")[0] in ("--cfg", "-c") for a in argv)  # --cfg only prints
     with extra_config_dirs(dirs):
         if any(a in ("-m", "--multirun") for a in argv):
-            # every job, before the parent run; the parent opens the first job's store
-            checked = preflight_multirun(name, overrides_of(argv))
-            if writes:
-                check_run_places(checked[0])
+            checked = preflight_multirun(name, overrides_of(argv))  # before the parent run
+            for cfg in checked if writes else []:  # a swept tracking.uri: each job's store
+                check_run_places(cfg)
         elif not any(a.split("=")[0] in NO_PREFLIGHT for a in argv):
             checked = preflight(name, overrides_of(argv))
             if writes:

@@ -87,8 +87,6 @@ def continued_run(cfg: Any) -> str | None:
     `cfg.ckpt_path` set to its newest whole checkpoint; else None (a new run)."""
     if not in_slurm_job() or not (run_id := job_run(cfg.paths.output_dir)):
         return None
-    import tempfile
-
     from mlflow.tracking import MlflowClient
     from omegaconf import open_dict
 
@@ -98,8 +96,8 @@ def continued_run(cfg: Any) -> str | None:
     client = MlflowClient(str(cfg.tracking.uri))
     if client.get_run(run_id).info.status == "FINISHED":
         return None
-    try:
-        ckpt = newest_checkpoint(client, run_id, cfg, Path(tempfile.mkdtemp()))
+    try:  # a checkpoint only in the store is fetched into the job's own folder
+        ckpt = newest_checkpoint(client, run_id, cfg, Path(cfg.paths.output_dir))
     except LabrunError:  # stopped before its first checkpoint: nothing to continue from
         log.warning("run %s has no checkpoint to continue from: starting a new run", run_id)
         return None

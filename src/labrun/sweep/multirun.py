@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 from pathlib import Path
@@ -54,9 +55,29 @@ class MultirunParent(Callback):
         parent = open_parent(uri, experiment, artifact_root, sweep_dir.name, "multirun", text)
         write_parent_file(sweep_dir, {"run_id": parent, "sweep_id": sweep_dir.name, "uri": uri})
         log.info("sweep %s: parent run %s", sweep_dir.name, parent)
+        # A launcher that fails (a bad hydra.launcher value, Ctrl-C) skips on_multirun_end:
+        # the parent is then closed FAILED when the process exits, never left RUNNING.
+        self.open_parent: tuple[str, str] | None = (uri, parent)
+        atexit.register(self.fail_if_open)
         logging.getLogger("submitit").addFilter(OneSacctWarning())
 
+    def fail_if_open(self) -> None:
+        if getattr(self, "open_parent", None) is None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        uri, parent = self.open_parent
+        self.open_parent = None
+        client = MlflowClient(uri)
+        client.set_tag(parent, "labrun.error", "the sweep stopped before its jobs ended")
+        client.set_terminated(parent, "FAILED")
+        print(
+            f"labrun: error: the sweep stopped early; its parent run {parent} is FAILED",
+            file=sys.stderr,
+        )
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.open_parent = None  # summarize closes it
         info = read_parent_file(config.hydra.sweep.dir)
         if info is None:
             return
