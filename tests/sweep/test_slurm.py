@@ -162,6 +162,14 @@ def submit(
     )
 
 
+def what_happened(tmp_path: Path) -> str:
+    """The sweep's output and the tail of every SLURM log of its jobs: what a failure shows."""
+    said = [(tmp_path / "sweep.out").read_text()[-2000:]]
+    for log in sorted(tmp_path.glob("runs/**/.submitit/**/*_log.*")):
+        said.append(f"--- {log.name}\n" + log.read_text(errors="replace")[-1500:])
+    return "\n".join(said)
+
+
 def test_a_requeued_job_continues_its_run_exactly(
     slurm: Path, uninterrupted: dict[str, float], tmp_path: Path, store: str
 ) -> None:
@@ -190,7 +198,7 @@ def test_a_requeued_job_continues_its_run_exactly(
         sweep.kill()
         subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
         raise
-    assert not stops and sweep.returncode == 0, (tmp_path / "sweep.out").read_text()[-3000:]
+    assert not stops and sweep.returncode == 0, what_happened(tmp_path)
     (run,) = child_runs(store)
     assert run.info.status == "FINISHED"
     assert run.data.tags["labrun.slurm.restart_count"] == "2"

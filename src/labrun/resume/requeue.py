@@ -100,6 +100,14 @@ def continued_run(cfg: Any) -> str | None:
         ckpt = newest_checkpoint(client, run_id, cfg, Path(cfg.paths.output_dir))
     except LabrunError:  # stopped before its first checkpoint: nothing to continue from
         log.warning("run %s has no checkpoint to continue from: starting a new run", run_id)
+        if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):  # not left open
+            client.set_tag(
+                run_id,
+                "labrun.error",
+                "the SLURM job stopped before its first "
+                "checkpoint; its requeued job trains a new run",
+            )
+            client.set_terminated(run_id, "KILLED")
         return None
     log.info("requeued job %s: continuing run %s from %s", job_id(), run_id, ckpt)
     with open_dict(cfg):

@@ -84,7 +84,7 @@ MpiDefault=none
 {ACCOUNTING_LINES if accounting else "JobAcctGatherType=jobacct_gather/none"}
 JobRequeue=1
 MinJobAge=600
-KillWait=10
+KillWait=30
 {node_line}
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
