@@ -201,8 +201,11 @@ def load_or_train(
     batch_size: int = 128,
     seed: int = 0,
     n_floor: int = 10000,
+    train_rows: int | None = None,
 ) -> FeatureSpace:
-    """The cached feature space for `dm`'s data, trained first if it is not cached yet.
+    """The cached feature space for `dm`'s data, trained first if it is not cached yet;
+    `train_rows` trains it on the first rows of the train split only (a quick space for
+    debugging and tests: fewer rows, a weaker space).
 
     Training runs under its own seed in a forked RNG, so a GAN run draws the same random numbers
     whether the feature net came from the cache or was trained just now.
@@ -220,6 +223,8 @@ def load_or_train(
         "shape": [channels, size],
         "version": VERSION,
     }
+    if train_rows is not None:  # absent otherwise: the spaces cached before keep their keys
+        settings["train_rows"] = train_rows
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "features" / f"{dm.dataset}-{key}.pt"
     net = LeNet(channels, size, dm.num_classes)
@@ -235,7 +240,7 @@ def load_or_train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = LeNet(channels, size, dm.num_classes)
-        space = _train_space(net, dm, key, max_epochs, lr, batch_size, seed, n_floor)
+        space = _train_space(net, dm, key, max_epochs, lr, batch_size, seed, n_floor, train_rows)
     with written_whole(path) as partial:  # whole or absent, never half-written
         torch.save(
             {
@@ -259,10 +264,12 @@ def _train_space(
     batch_size: int,
     seed: int,
     n_floor: int,
+    train_rows: int | None = None,
 ) -> FeatureSpace:
     """Train `net` on the train split; measure its test accuracy and the real-vs-real floor."""
     x, y = dm.normalized("train")
-    train_net(net, x, y, max_epochs, lr, batch_size, seed)
+    rows = slice(None, train_rows)
+    train_net(net, x[rows], y[rows], max_epochs, lr, batch_size, seed)
     x_test, y_test = dm.normalized("test")
     with torch.no_grad():
         pred = torch.cat(
