@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_slurm
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
 # The suite's results before labrun's optimisations (2026-11-29), kept for the side by side.
@@ -662,6 +664,7 @@ def report(results: dict[str, Any]) -> str:
                 f"| `{name}` | {value} | {v['wall_s']:.0f} s ({v['cpu_minutes']:.1f} CPU-min) | "
                 f"{per_minute} | {v['reference']} |"
             )
+    lines += bench_slurm.section()
     return "\n".join(lines) + "\n"
 
 
@@ -753,7 +756,13 @@ def main() -> None:
     p.add_argument(
         "--quality", action="store_true", help="also train the default recipes (~12 min)"
     )
+    p.add_argument(
+        "--slurm", action="store_true", help="only the sweeps on the one-node SLURM cluster"
+    )
     args = p.parse_args()
+    if args.slurm:  # its own figures, then BENCHMARKS.md again with them
+        bench_slurm.main()
+        args.mode = "report"
     if args.mode == "worker":
         print(json.dumps(worker(args.name, args.epochs)))
         return

@@ -371,6 +371,15 @@ PREFLIGHT = [
     ("new-no-name", ["new"], "labrun new: the following arguments are required: name"),
     ("server-bad-verb", ["server", "reboot"], "labrun server"),
     ("resume-no-id", ["resume"], "labrun resume: the following arguments are required: run_id"),
+    # sweeps: labrun's own flags of -m, and the commands that follow a sweep
+    ("detach-no-multirun", ["train", "--detach"], "--detach submits a sweep's jobs and exits"),
+    ("detach-local", ["train", "-m", "seed=1,2", "--detach"], "--detach needs a cluster"),
+    ("allow-drift-no-multirun", ["eval", "--allow-drift"], "use it with labrun train -m"),
+    (
+        "sweep-status-no-id",
+        ["sweep", "status"],
+        "labrun sweep status: the following arguments are required: sweep_id",
+    ),
 ]
 
 
@@ -384,6 +393,8 @@ def test_the_catalogue_is_as_big_as_promised() -> None:
 def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LABRUN_RUN_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for flag_env in ("LABRUN_DETACH", "LABRUN_ALLOW_DRIFT"):  # labrun's -m flags set them
+        monkeypatch.delenv(flag_env, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

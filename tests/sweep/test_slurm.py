@@ -4,7 +4,9 @@ starts, a real MLflow store."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -14,7 +16,17 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import FAST, ROOT, labrun_command, labrun_env, run_labrun
+from labrun.sweep.cluster import start_pending_requeues
+from tests.helpers import (
+    FAST,
+    ROOT,
+    edit,
+    labrun_command,
+    labrun_env,
+    new_project,
+    run_labrun,
+    wait_for,
+)
 
 SLURM_DIR = ROOT / "runs" / "slurm"  # the folder make slurm uses: one cluster per machine
 
@@ -85,15 +97,6 @@ def test_a_ddp_sweep_on_slurm_is_labrun_runs(slurm: Path, tmp_path: Path, store:
         assert "GLOBAL_RANK: 1, MEMBER: 2/2" in rank1.read_text()
 
 
-def start_pending_requeues() -> None:
-    """A requeued job waits for a begin time SLURM sets (about two minutes); start it now."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i %r"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        job, _, reason = line.partition(" ")
-        if reason.strip() == "BeginTime":
-            subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
-
-
 def job_state(store: str) -> tuple[str, str, str, int] | None:
     """(SLURM job id, run status, restart count, last training step) of the sweep's one child
     run, read straight from the SQLite file (read-only: an MLflow client here could race the
@@ -162,9 +165,14 @@ def submit(
     )
 
 
+def load_json(client: MlflowClient, run_id: str, path: str, into: Path) -> dict:
+    return json.loads(Path(client.download_artifacts(run_id, path, str(into))).read_text())
+
+
 def what_happened(tmp_path: Path) -> str:
     """The sweep's output and the tail of every SLURM log of its jobs: what a failure shows."""
-    said = [(tmp_path / "sweep.out").read_text()[-2000:]]
+    out = tmp_path / "sweep.out"
+    said = [out.read_text()[-2000:] if out.is_file() else ""]
     for log in sorted(tmp_path.glob("runs/**/.submitit/**/*_log.*")):
         said.append(f"--- {log.name}\n" + log.read_text(errors="replace")[-1500:])
     return "\n".join(said)
@@ -211,3 +219,141 @@ def test_a_requeued_job_continues_its_run_exactly(
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")]
     assert steps == sorted(set(steps))
     assert final_metrics(run) == uninterrupted
+
+
+def test_a_detached_sweep_closes_itself_and_says_what_slurm_said(
+    slurm: Path, tmp_path: Path, store: str
+) -> None:
+    """`--detach` submits three jobs and exits; nothing waits for them. Job 1 needs more memory
+    than its `mem_gb` (SLURM kills it), job 2 is `scancel`led while it trains, job 0 finishes.
+    Each run ends with SLURM's word (OUT_OF_MEMORY: FAILED, CANCELLED: KILLED), `sweep status`
+    follows the sweep from the store alone, and the last job closes the parent FAILED."""
+    env = labrun_env(tmp_path, store)
+    argv = [
+        "train",
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.mem_gb=3",
+        "hydra.launcher.timeout_min=10",
+        "model.embedding_dim=32,40000,33",  # job 1: ~5 GB of embeddings and Adam's state
+        *FAST,
+        "--detach",
+    ]
+    sub = run_labrun(argv, env, timeout=120)
+    assert sub.returncode == 0, sub.stderr[-3000:]
+    sweep_id = re.search(r"labrun sweep status (\S+) --wait", sub.stdout).group(1)
+    client = MlflowClient(store)
+
+    def status() -> dict:
+        seen = run_labrun(["sweep", "status", sweep_id, "--json"], env)
+        assert seen.returncode in (0, 1), seen.stderr[-2000:]  # 1: the sweep ended FAILED
+        return json.loads(seen.stdout)
+
+    first = status()
+    assert first["status"] == "RUNNING" and sum(first["counts"].values()) == 3
+
+    def job_2_training() -> str | None:
+        for run in child_runs(store):
+            tags = run.data.tags
+            if tags["labrun.trial"] == "2" and run.info.status == "RUNNING":
+                return tags["labrun.slurm.job_id"]
+        return None
+
+    try:
+        subprocess.run(["scancel", wait_for(job_2_training, 300, "job 2 to train")], check=True)
+        waited = run_labrun(
+            ["sweep", "status", sweep_id, "--wait", "--every", "2"], env, timeout=400
+        )
+    finally:
+        subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
+    assert waited.returncode == 1, waited.stdout[-2000:] + waited.stderr[-2000:]
+    assert f"sweep {sweep_id} FAILED: 0 queued, 0 running, 1 finished, 2 failed" in waited.stdout
+    # SLURM's account of a job comes once the job has left the node: status converges to it
+    wait_for(lambda: status()["trials"][2]["slurm_state"], 60, "SLURM's state of job 2", 1)
+    runs = {int(r.data.tags["labrun.trial"]): r for r in child_runs(store)}
+    assert runs[0].info.status == "FINISHED" and "labrun.slurm.state" not in runs[0].data.tags
+    assert (runs[1].info.status, runs[1].data.tags["labrun.slurm.state"]) == (
+        "FAILED",
+        "OUT_OF_MEMORY",
+    )
+    assert (runs[2].info.status, runs[2].data.tags["labrun.slurm.state"]) == (
+        "KILLED",
+        "CANCELLED",
+    )
+    (parent,) = [
+        r
+        for r in client.search_runs([runs[0].info.experiment_id])
+        if r.data.tags.get("labrun.role") == "parent"
+    ]
+    assert parent.info.status == "FAILED" and parent.data.tags["labrun.failed_trials"] == "2"
+    assert parent.data.tags["labrun.best_run"] == runs[0].info.run_id
+
+
+def test_jobs_run_the_code_they_were_submitted_with(
+    slurm: Path, tmp_path: Path, store: str
+) -> None:
+    """A user's project sweeps on SLURM with --detach, its job held; then its model file and
+    its experiment config are edited, and only then does the job start. The job runs the code
+    and config of the submission (the sweep's snapshot): it finishes, and its provenance names
+    the submitted files and a clean tree, as the parent's snapshot record says."""
+    project = new_project(tmp_path, "lab_frozen")
+    env = labrun_env(
+        tmp_path, store, PYTHONPATH=str(project / "src"), LABRUN_DATA_DIR=str(project / "data")
+    )
+    argv = ["train", "-m", "hydra/launcher=slurm", *SMALL_JOBS, "experiment=example"]
+    argv += ["+hydra.launcher.additional_parameters.hold=true", "tracking.log_model=false"]
+    sub = run_labrun([*argv, "trainer.max_epochs=2", "seed=1", "--detach"], env, cwd=project)
+    assert sub.returncode == 0, sub.stderr[-3000:]
+    sweep_id = re.search(r"labrun sweep status (\S+) --wait", sub.stdout).group(1)
+    model = project / "src" / "lab_frozen" / "model.py"
+    model.write_text(model.read_text() + '\nraise RuntimeError("edited after submission")\n')
+    edit(project / "conf" / "experiment" / "example.yaml", "tags: [", "tags: [edited, ")
+    held = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout
+    subprocess.run(["scontrol", "release", held.split()[0]], check=True)
+    try:
+        waited = run_labrun(
+            ["sweep", "status", sweep_id, "--wait", "--every", "2"], env, timeout=400
+        )
+    finally:
+        subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
+    assert waited.returncode == 0, waited.stdout[-2000:] + what_happened(tmp_path)
+    (run,) = child_runs(store)
+    assert run.info.status == "FINISHED" and "edited" not in run.data.params["tags"]
+    client = MlflowClient(store)
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+    frozen = load_json(client, parent.info.run_id, "snapshot/code.json", tmp_path)["packages"]
+    prov = load_json(client, run.info.run_id, "provenance/provenance.json", tmp_path)
+    ran = prov["code"]["lab_frozen"]
+    assert ran["sha256"] == frozen["lab_frozen"]["sha256"]
+    assert ran["snapshot"].startswith(parent.data.tags["labrun.snapshot"])
+    assert ran["commit"] == frozen["lab_frozen"]["commit"] and ran["dirty"] is False
+    assert prov["git"]["dirty"] is False  # the project's tree as submitted, not as edited
+
+
+def test_a_search_runs_its_workers_as_slurm_jobs(slurm: Path, tmp_path: Path, store: str) -> None:
+    """`labrun sweep ... hydra/launcher=slurm --workers 2`: two SLURM jobs share one study (in
+    Optuna's journal file), each trains trials of its own; one parent holds them all."""
+    journal = tmp_path / "shared" / "study.journal"
+    argv = ["sweep", "experiment=trec_lstm", "hparams_search=trec_optuna", *FAST]
+    argv += ["hparams_search.pruner.type=none", "hparams_search.n_trials=4"]
+    argv += [f"hparams_search.storage=journal:{journal}", "hydra/launcher=slurm", *SMALL_JOBS]
+    done = run_labrun([*argv, "--workers", "2"], labrun_env(tmp_path, store), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = child_runs(store)
+    assert 4 <= len(trials) <= 5 and {r.info.status for r in trials} == {"FINISHED"}
+    jobs = {r.data.tags["labrun.slurm.job_id"] for r in trials}
+    assert len(jobs) == 2, jobs  # both workers trained, each in its own SLURM job
+    assert len({r.data.tags["labrun.trial"] for r in trials}) == len(trials)
+    # each worker samples with its own seed: no two trials try the same learning rate
+    assert len({r.data.params["model.optimizer.lr"] for r in trials}) == len(trials)
+    assert journal.is_file() and not (tmp_path / "runs" / "optuna.db").exists()
+    client = MlflowClient(store)
+    (parent,) = [
+        r
+        for r in client.search_runs([trials[0].info.experiment_id])
+        if r.data.tags.get("labrun.role") == "parent"
+    ]
+    assert parent.info.status == "FINISHED" and parent.data.tags["labrun.trials"] == str(
+        len(trials)
+    )

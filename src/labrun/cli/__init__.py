@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +13,14 @@ from labrun.cli.common import fail
 USAGE = """usage: labrun COMMAND [ARGS]
 
 commands:
-  train [OVERRIDES]     compose a config, train, test and record an MLflow run (-m: a grid)
+  train [OVERRIDES]     compose a config, train, test and record an MLflow run (-m: a grid;
+                        the same -m command again continues a sweep that did not finish)
   eval  [OVERRIDES]     test a trained model: run_id=<id> or ckpt_path=<file>
   check [OVERRIDES]     your model and data checked against labrun's contract, without training
   new NAME              a small working project of your own: model, data, experiment, test
   sweep [OVERRIDES]     an Optuna search: hparams_search=NAME [--workers N]; rerun to resume
+  sweep status ID       where a sweep stands, from the store [--wait]; sweep resume ID
+  sweeps                every sweep in the store: trials queued, running, finished, failed
   compare [RUNS] ...    what differs between runs, and whether it is real (--help)
   rerun RUN_ID [OVERRIDES]
                         train a stored run again: drift report, then REPRODUCED or DIFFERS
@@ -72,6 +76,24 @@ def take_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
     return dirs, rest
 
 
+SWEEP_FLAGS = {  # labrun's own flags of `train -m`: the sweep's callback reads them
+    "--allow-drift": ("LABRUN_ALLOW_DRIFT", "continues a sweep although its code changed"),
+    "--detach": ("LABRUN_DETACH", "submits a sweep's jobs and exits"),
+}
+
+
+def take_sweep_flags(name: str, argv: list[str]) -> list[str]:
+    """`--allow-drift`, `--detach` (train -m only), passed on in the environment."""
+    for flag, (env, what) in SWEEP_FLAGS.items():
+        if flag not in argv:
+            continue
+        if name != "train" or not any(a in ("-m", "--multirun") for a in argv):
+            fail(f"{flag} {what}: use it with labrun train -m")
+        os.environ[env] = "1"
+        argv = [a for a in argv if a != flag]
+    return argv
+
+
 VALUED_FLAGS = {"--cfg", "-c", "--package", "-p"}  # Hydra flags that take the next word
 CFG_CHOICES = ("job", "hydra", "all")
 
@@ -105,6 +127,7 @@ def hydra_task(name: str, load_app: Callable[[], Callable[[], None]], argv: list
     from labrun.store.places import check_run_places
 
     dirs, argv = take_config_dirs(argv)
+    argv = take_sweep_flags(name, argv)
     writes = not any(a.split("=")[0] in ("--cfg", "-c") for a in argv)  # --cfg only prints
     with extra_config_dirs(dirs):
         if any(a in ("-m", "--multirun") for a in argv):
@@ -162,6 +185,12 @@ def _sweep(argv: list[str]) -> None:
         sweep.main(rest)
 
 
+def _sweeps(argv: list[str]) -> None:
+    from labrun.cli import sweeps
+
+    sweeps.main(argv)
+
+
 def _compare(argv: list[str]) -> None:
     from labrun.cli import compare
 
@@ -205,6 +234,7 @@ VERBS: dict[str, Callable[[list[str]], None]] = {
     "check": _check,
     "new": _new,
     "sweep": _sweep,
+    "sweeps": _sweeps,
     "compare": _compare,
     "rerun": _rerun,
     "resume": _resume,

@@ -3,6 +3,8 @@ one run per job of a grid, under one parent run)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import hydra
 from omegaconf import DictConfig
 
@@ -10,11 +12,25 @@ from labrun.cli.common import run_task
 from labrun.config.compose import config_dir, register_resolvers
 from labrun.job.train import train
 from labrun.resume.requeue import continued_run
-from labrun.sweep.multirun import multirun_tags
+from labrun.sweep.detach import close_if_last_job
+from labrun.sweep.multirun import kept_job, multirun_tags
 
 register_resolvers()
 
 
+def job(cfg: DictConfig) -> dict[str, Any]:
+    """One run; in a SLURM job that was requeued, its run continued; in a resumed sweep, a trial
+    that already finished with this config is kept, not trained again; in a detached sweep,
+    the last job to end closes the sweep."""
+    try:
+        resume_run_id = continued_run(cfg)
+        if resume_run_id is None and (kept := kept_job(cfg)):
+            return kept
+        return train(cfg, tags=multirun_tags(), resume_run_id=resume_run_id)
+    finally:
+        close_if_last_job()  # a detached sweep's last job closes it
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> None:
-    run_task(lambda c: train(c, tags=multirun_tags(), resume_run_id=continued_run(c)), cfg)
+    run_task(job, cfg)

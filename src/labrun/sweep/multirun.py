@@ -6,11 +6,13 @@ import atexit
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from labrun.sweep.detach import DETACHED_TAG, detached
+from labrun.sweep.launcher import LAUNCHER
 from labrun.sweep.parent import (
     child_tags,
     open_parent,
@@ -18,6 +20,15 @@ from labrun.sweep.parent import (
     summarize,
     write_parent_file,
 )
+from labrun.sweep.resume import (
+    ResumeRefused,
+    check_drift,
+    code_hash,
+    kept_trial,
+    resumable_parent,
+    sweep_key,
+)
+from labrun.sweep.status import JOBS_TAG, count_jobs
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +58,106 @@ class MultirunParent(Callback):
     """The parent run's id travels to the jobs in a file in the sweep folder, so jobs in other
     processes (the joblib launcher, a cluster) find it too."""
 
+    # Hydra turns an exception in a callback into a warning and goes on: a sweep without its
+    # parent, or a parent never closed. Each hook ends the sweep with its one line instead.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._start(config)
+        except Exception as exc:
+            self.fail_if_open(say=False)
+            _end_sweep(f"the sweep could not open its parent run: {_first_line(exc)}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._end(config)
+        except Exception as exc:
+            parent = getattr(self, "closing", None)
+            if parent is not None:  # closed FAILED with the reason, never left RUNNING
+                from mlflow.tracking import MlflowClient
+
+                client = MlflowClient(parent[0])
+                client.set_tag(parent[1], "labrun.error", f"summary failed: {_first_line(exc)}")
+                client.set_terminated(parent[1], "FAILED")
+            _end_sweep(f"the sweep's summary failed: {_first_line(exc)}", 1)
+
+    def _start(self, config: DictConfig) -> None:
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if detached() and launcher != LAUNCHER:
+            _end_sweep(
+                "--detach needs a cluster to run the jobs: add hydra/launcher=slurm "
+                "(local jobs end with this process)"
+            )
         sweep_dir = Path(config.hydra.sweep.dir)
         uri, experiment, artifact_root = _tracking(config)
         overrides = list(config.hydra.overrides.task)
-        text = OmegaConf.to_yaml({"overrides": overrides})
-        parent = open_parent(uri, experiment, artifact_root, sweep_dir.name, "multirun", text)
-        write_parent_file(sweep_dir, {"run_id": parent, "sweep_id": sweep_dir.name, "uri": uri})
-        log.info("sweep %s: parent run %s", sweep_dir.name, parent)
+        text = OmegaConf.to_yaml(
+            {"overrides": overrides, "hydra_overrides": list(config.hydra.overrides.hydra)}
+        )
+        try:
+            sweep_id, tags = self._continued(config, uri, experiment, artifact_root, overrides)
+        except ResumeRefused as exc:
+            _end_sweep(str(exc))
+        if detached():
+            tags[DETACHED_TAG] = "1"
+        tags.update(
+            {
+                "labrun.objective": str(config.objective.metric),
+                "labrun.direction": str(config.objective.direction),
+                "labrun.sweep_dir": str(sweep_dir.resolve()),
+            }
+        )
+        resumed = sweep_id is not None
+        sweep_id = sweep_id or sweep_dir.name
+        parent = open_parent(uri, experiment, artifact_root, sweep_id, "multirun", text, tags)
+        write_parent_file(
+            sweep_dir,
+            {
+                "run_id": parent,
+                "sweep_id": sweep_id,
+                "uri": uri,
+                "resumed": resumed,
+                "detached": detached(),
+            },
+        )
+        log.info("sweep %s: %sparent run %s", sweep_id, "continued, " if resumed else "", parent)
         # A launcher that fails (a bad hydra.launcher value, Ctrl-C) skips on_multirun_end:
         # the parent is then closed FAILED when the process exits, never left RUNNING.
         self.open_parent: tuple[str, str] | None = (uri, parent)
         atexit.register(self.fail_if_open)
         logging.getLogger("submitit").addFilter(OneSacctWarning())
 
-    def fail_if_open(self) -> None:
+    @staticmethod
+    def _continued(
+        config: DictConfig, uri: str, experiment: str, artifact_root: str | None, overrides: list
+    ) -> tuple[str | None, dict[str, str]]:
+        """(the sweep id this command continues or None, the parent's tags)."""
+        from mlflow.tracking import MlflowClient
+
+        from labrun.store.client import check_reachable, ensure_experiment
+        from labrun.tracking.heartbeat import process_tags
+
+        key, code = sweep_key(experiment, overrides), code_hash(config)
+        params = config.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(params) if params else {}
+        tags = {
+            "labrun.sweep_key": key,
+            JOBS_TAG: str(count_jobs(overrides, params)),
+            **process_tags(),
+        }
+        check_reachable(uri, 10.0)
+        client = MlflowClient(uri)
+        exp_id = ensure_experiment(client, experiment, artifact_root)
+        previous = resumable_parent(client, exp_id, key)
+        if previous is None:
+            return None, {**tags, "labrun.sweep_code": code}
+        if drift := check_drift(previous, code):
+            log.warning("%s: continuing anyway (--allow-drift)", drift)
+            tags["labrun.sweep_drift"] = drift
+        sweep_id = previous.data.tags["labrun.sweep_id"]
+        log.info("sweep %s did not finish (%s): continuing it", sweep_id, previous.info.status)
+        return sweep_id, tags
+
+    def fail_if_open(self, say: bool = True) -> None:
         if getattr(self, "open_parent", None) is None:
             return
         from mlflow.tracking import MlflowClient
@@ -71,15 +167,23 @@ class MultirunParent(Callback):
         client = MlflowClient(uri)
         client.set_tag(parent, "labrun.error", "the sweep stopped before its jobs ended")
         client.set_terminated(parent, "FAILED")
-        print(
-            f"labrun: error: the sweep stopped early; its parent run {parent} is FAILED",
-            file=sys.stderr,
-        )
+        if say:
+            print(
+                f"labrun: error: the sweep stopped early; its parent run {parent} is FAILED",
+                file=sys.stderr,
+            )
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.open_parent = None  # summarize closes it
+    def _end(self, config: DictConfig) -> None:
+        self.closing, self.open_parent = self.open_parent, None  # summarize closes it
         info = read_parent_file(config.hydra.sweep.dir)
         if info is None:
+            return
+        if info.get("detached"):  # its last job closes it
+            print(
+                f"sweep {info['sweep_id']} submitted (parent run {info['run_id']}); follow it "
+                f"with: labrun sweep status {info['sweep_id']} --wait",
+                flush=True,
+            )
             return
         objective = config.objective
         summary = summarize(
@@ -98,12 +202,28 @@ class MultirunParent(Callback):
         if summary["failed"]:
             # Hydra gives callbacks no way to set the exit code, and this is the last thing the
             # multirun does: the sweep ends here, with its one line, after its parent is closed.
+            failed = ", ".join(
+                f"{row['trial']} {row['state']}"
+                for row in summary["table"]
+                if row["state"] != "FINISHED"
+            )
             print(
-                f"labrun: error: sweep {info['sweep_id']} had failed trials; its parent run "
-                f"{info['run_id']} lists them",
+                f"labrun: error: sweep {info['sweep_id']} had failed trials: {failed}; its "
+                f"parent run {info['run_id']} lists them",
                 file=sys.stderr,
             )
             raise SystemExit(1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _end_sweep(message: str, code: int = 2) -> NoReturn:
+    """The sweep's one line; SystemExit, which Hydra's callback runner lets through."""
+    print(f"labrun: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
 
 
 def multirun_tags() -> dict[str, str]:
@@ -117,3 +237,16 @@ def multirun_tags() -> dict[str, str]:
     if info is None:
         return {}
     return child_tags(info["run_id"], info["sweep_id"], HydraConfig.get().job.num)
+
+
+def kept_job(cfg: DictConfig) -> dict[str, Any] | None:
+    """In a resumed multirun: this job's FINISHED run with the same config, if there is one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    info = read_parent_file(HydraConfig.get().sweep.dir)
+    if not info or not info.get("resumed"):
+        return None
+    return kept_trial(cfg, info["sweep_id"], HydraConfig.get().job.num, info["uri"])

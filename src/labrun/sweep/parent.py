@@ -13,15 +13,23 @@ from mlflow.tracking import MlflowClient
 from labrun.files import pyplot, written_whole
 from labrun.store.client import check_reachable, ensure_experiment
 from labrun.store.query import differing_params, rows, search_runs
+from labrun.sweep.slurm_jobs import JOB_TAG, close_ended_jobs
 from labrun.tables import markdown_table
 
 PARENT_FILE = "labrun_parent.json"
 
 
 def open_parent(
-    uri: str, experiment: str, artifact_root: str | None, sweep_id: str, kind: str, config_text: str
+    uri: str,
+    experiment: str,
+    artifact_root: str | None,
+    sweep_id: str,
+    kind: str,
+    config_text: str,
+    tags: dict[str, str] | None = None,
 ) -> str:
-    """The parent run of `sweep_id`: found again when a sweep resumes, else created."""
+    """The parent run of `sweep_id`: found again when a sweep resumes, else created; `tags`
+    are set either way."""
     check_reachable(uri, 10.0)
     client = MlflowClient(uri)
     exp_id = ensure_experiment(client, experiment, artifact_root)
@@ -31,6 +39,7 @@ def open_parent(
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in (tags or {}).items()])
         return run_id
     run = client.create_run(
         exp_id,
@@ -40,6 +49,7 @@ def open_parent(
             "labrun.sweep_id": sweep_id,
             "labrun.sweep_kind": kind,
             "labrun.task": "sweep",
+            **(tags or {}),
         },
     )
     client.log_text(run.info.run_id, config_text, "sweep/config.yaml")
@@ -55,6 +65,18 @@ def child_tags(parent_id: str, sweep_id: str, trial: int) -> dict[str, str]:
     }
 
 
+def sweep_trials(client: MlflowClient, parent: Any, sweep_id: str) -> list[Any]:
+    """The sweep's trials by number: SLURM's word on their jobs first, earlier attempts of a
+    resumed sweep's jobs left out."""
+    experiments = [client.get_experiment(parent.info.experiment_id).name]
+    runs = search_runs(client, experiments, sweep=sweep_id)
+    if any(JOB_TAG in r.data.tags for r in runs):
+        close_ended_jobs(client, runs)
+        runs = search_runs(client, experiments, sweep=sweep_id)
+    runs = [r for r in runs if "labrun.superseded" not in r.data.tags]
+    return sorted(runs, key=lambda r: int(r.data.tags.get("labrun.trial", 0)))
+
+
 def summarize(
     uri: str, parent_id: str, sweep_id: str, metric: str, direction: str
 ) -> dict[str, Any]:
@@ -63,17 +85,21 @@ def summarize(
     The parent ends FINISHED when every trial finished, FAILED otherwise; the counts say which.
     """
     client = MlflowClient(uri)
-    parent = client.get_run(parent_id)
-    runs = search_runs(
-        client, [client.get_experiment(parent.info.experiment_id).name], sweep=sweep_id
-    )
-    runs.sort(key=lambda r: int(r.data.tags.get("labrun.trial", 0)))
+    runs = sweep_trials(client, client.get_run(parent_id), sweep_id)
     params = differing_params(runs)
     table = rows(runs, params, [metric])
     for row, run in zip(table, runs, strict=True):
         row["trial"] = int(run.data.tags.get("labrun.trial", -1))
         row["state"] = run.data.tags.get("labrun.trial_state", run.info.status)
-    scored = [r for r in table if isinstance(r[metric], float) and not math.isnan(r[metric])]
+        if slurm_state := run.data.tags.get("labrun.slurm.state"):  # what SLURM said
+            row["state"] += f" ({slurm_state})"
+    scored = [  # a trial that did not finish is never the best one
+        row
+        for row, run in zip(table, runs, strict=True)
+        if run.info.status == "FINISHED"
+        and isinstance(row[metric], float)
+        and not math.isnan(row[metric])
+    ]
     best = (
         (max if direction == "maximize" else min)(scored, key=lambda r: r[metric])
         if scored

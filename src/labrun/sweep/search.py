@@ -23,9 +23,12 @@ from labrun.job.train import train
 from labrun.store.places import check_run_places
 from labrun.sweep.parent import child_tags, open_parent, summarize
 from labrun.sweep.space import check_search, suggest
+from labrun.sweep.status import JOBS_TAG
 
 log = logging.getLogger(__name__)
 DONE = ("COMPLETE", "PRUNED", "FAIL")
+RETRY_OF = "labrun.retry_of"  # a retried trial's user attribute: the number of the crashed one
+JOURNAL = "journal:"  # hparams_search.storage=journal:PATH: Optuna's journal file storage
 
 
 class OptunaPruning(L.Callback):
@@ -52,8 +55,15 @@ def make_study(hs: DictConfig, run_dir: str, direction: str, worker: int = 0) ->
     or every worker would propose the same parameters."""
     import optuna
 
-    storage = hs.storage or f"sqlite:///{run_dir}/optuna.db"
+    storage: Any = hs.storage or f"sqlite:///{run_dir}/optuna.db"
     Path(run_dir).mkdir(parents=True, exist_ok=True)
+    if str(storage).startswith(JOURNAL):  # a file on a shared filesystem (SQLite there corrupts)
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(str(storage).removeprefix(JOURNAL)).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = JournalStorage(JournalFileBackend(str(path)))
     sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[
         hs.sampler.type  # checked in check_search
     ]
@@ -75,7 +85,10 @@ def make_study(hs: DictConfig, run_dir: str, direction: str, worker: int = 0) ->
 
 
 def _count(study: Any, states: tuple[str, ...]) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.name in states)
+    """Trials in `states`, a crashed trial that is retried not counted (its retry is)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials} - {None}
+    return sum(1 for t in trials if t.state.name in states and t.number not in retried)
 
 
 def run_trials(
@@ -160,27 +173,26 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
         sweep_id,
         "optuna",
         OmegaConf.to_yaml({"overrides": overrides, "hparams_search": hs}),
+        {JOBS_TAG: str(hs.n_trials)},
     )
     if worker is not None:
         if raised := run_trials(overrides, base, study, parent, sweep_id):
             raise SweepFailed(f"sweep {sweep_id} worker {worker}: {'; '.join(raised)}")
         return {}
-    from optuna.trial import TrialState
-
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        log.warning(
-            "trial %d was left running by a process that died: marking it failed", stale.number
-        )
-        study.tell(stale.number, state=TrialState.FAIL)
+    close_dead_trials(study, t.uri, t.experiment, sweep_id)  # a crashed search, resumed
     start = time.time()
     # This process is worker 0 and starts training at once; the others start beside it (each
     # new process spends ~5 s importing the stack before its first trial).
     cmd = [sys.executable, "-m", "labrun", "sweep", *overrides]
-    procs = [subprocess.Popen([*cmd, f"--worker={i}"]) for i in range(1, workers)]
-    try:
-        raised = run_trials(overrides, base, study, parent, sweep_id)
-    finally:
-        codes = [p.wait() for p in procs]
+    if launcher := slurm_launcher(overrides):  # every worker a SLURM job; this one waits
+        folder = Path(base.paths.run_dir) / "sweep" / sweep_id / time.strftime("%Y%m%d-%H%M%S")
+        raised, codes = [], workers_on_slurm(launcher, cmd, workers, folder, base)
+    else:
+        procs = [subprocess.Popen([*cmd, f"--worker={i}"]) for i in range(1, workers)]
+        try:
+            raised = run_trials(overrides, base, study, parent, sweep_id)
+        finally:
+            codes = [p.wait() for p in procs]
     dead = {i: code for i, code in enumerate(codes, start=1) if code}
     if dead:  # every worker has ended: what is still RUNNING belonged to a dead one
         close_dead_trials(study, t.uri, t.experiment, sweep_id)
@@ -201,6 +213,55 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
     return summary
 
 
+def slurm_launcher(overrides: list[str]) -> dict[str, Any] | None:
+    """`hydra/launcher=slurm` among a search's overrides: its launcher config, else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from labrun.config.compose import compose
+    from labrun.sweep.launcher import LAUNCHER
+
+    cfg = compose("train", [*overrides, "paths.output_dir=unused"], return_hydra_config=True)
+    if str(cfg.hydra.launcher.get("_target_", "")) != LAUNCHER:
+        return None
+    HydraConfig.instance().set_config(cfg)  # its ${hydra:...} values
+    return OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # type: ignore[return-value]
+
+
+def workers_on_slurm(
+    launcher: dict[str, Any], cmd: list[str], workers: int, folder: Path, base: DictConfig
+) -> list[int]:
+    """The search's `workers` as SLURM jobs (`labrun sweep ... --worker=i`, the code frozen at
+    submission); waited for, their exit codes."""
+    import submitit
+
+    from labrun.sweep.launcher import freeze_code, slurm_executor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not str(base.hparams_search.storage or "").startswith((JOURNAL, "postgresql")):
+        log.warning(
+            "the study is in SQLite: on a cluster whose nodes share a network filesystem use "
+            "hparams_search.storage=journal:PATH (or a PostgreSQL URL)"
+        )
+    executor = slurm_executor(
+        {**launcher, "submitit_folder": str(folder / ".submitit" / "%j")},
+        freeze_code(folder, [base]),
+    )
+    jobs = [
+        executor.submit(submitit.helpers.CommandFunction([*cmd, f"--worker={i}"]))
+        for i in range(1, workers + 1)
+    ]
+    log.info("search workers as SLURM jobs: %s", ", ".join(j.job_id for j in jobs))
+    codes = []
+    for job in jobs:
+        try:
+            job.result()
+            codes.append(0)
+        except Exception as exc:  # the worker's trials are closed as a dead worker's
+            log.error("search worker job %s failed: %s", job.job_id, first_line(exc))
+            codes.append(1)
+    return codes
+
+
 def fail_parent(uri: str, parent: str, sweep_id: str, failures: list[str]) -> None:
     """The sweep's parent FAILED with what failed (the first three), and the sweep's line."""
     from mlflow.tracking import MlflowClient
@@ -215,18 +276,29 @@ def fail_parent(uri: str, parent: str, sweep_id: str, failures: list[str]) -> No
 
 
 def close_dead_trials(study: Any, uri: str, experiment: str, sweep_id: str) -> None:
-    """Trials a dead worker left RUNNING: FAIL in the study, their runs FAILED (stale)."""
+    """Trials a dead process left RUNNING: FAIL in the study and retried with the same
+    parameters (enqueued: the next trial asked for, now or when the search is run again);
+    their runs FAILED (stale) and set aside for the retry's."""
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
     from labrun.resume.stale import mark_stale, stale_reason
     from labrun.store.query import search_runs
 
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        log.warning("trial %d was left running by a worker that died: failed", trial.number)
+    dead = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in dead:
+        log.warning(
+            "trial %d was left running by a process that died: failed, and retried with its "
+            "parameters",
+            trial.number,
+        )
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
         study.tell(trial.number, state=TrialState.FAIL)
+    numbers = {str(t.number) for t in dead}
     client = MlflowClient(uri)
     running = "attributes.status = 'RUNNING'"
     for run in search_runs(client, [experiment], sweep=sweep_id, filter_string=running):
         if reason := stale_reason(run):
             mark_stale(client, run, reason)
+            if run.data.tags.get("labrun.trial") in numbers:
+                client.set_tag(run.info.run_id, "labrun.superseded", "its trial was retried")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
+import os
 import sys
 import sysconfig
 from importlib.metadata import packages_distributions, version
@@ -108,9 +110,41 @@ def package_state(name: str) -> dict[str, Any]:
         return state
     files = source_files(path)
     state.update(source="folder", files=files, sha256=digest(files))
-    if root := repo_root(path):
+    if snapshot := snapshot_of(path):  # a sweep's frozen copy: the submitted repository's state
+        folder, recorded = snapshot
+        state.update(
+            snapshot=str(folder), package_in_repo=str(path.relative_to(folder)), **recorded
+        )
+    elif root := repo_root(path):
         state.update(repo=str(root), package_in_repo=str(path.relative_to(root)), **git_state(root))
     return state
+
+
+SNAPSHOT_MARKER = "labrun_snapshot.json"  # in a sweep's copy of a repository (sweep.snapshot)
+
+
+def snapshot_of(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The snapshot folder holding `path` and the git state it was taken with, else None."""
+    for folder in path.parents:
+        if (folder / SNAPSHOT_MARKER).is_file():
+            return folder, json.loads((folder / SNAPSHOT_MARKER).read_text())
+    return None
+
+
+SNAPSHOT_ENV = "LABRUN_SNAPSHOT"  # in a sweep's jobs: the folder of its code snapshot
+
+
+def snapshot_git_state(root: Path) -> dict[str, Any] | None:
+    """In a job run from a sweep's snapshot: the git state `root`'s repository had when the
+    sweep was submitted (the working tree may have changed since), else None."""
+    folder = os.environ.get(SNAPSHOT_ENV)
+    if not folder:
+        return None
+    for marker in Path(folder).glob(f"*/{SNAPSHOT_MARKER}"):
+        recorded = json.loads(marker.read_text())
+        if recorded.get("repo") and Path(recorded["repo"]).resolve() == root.resolve():
+            return {k: recorded.get(k) for k in ("commit", "dirty", "diff", "untracked")}
+    return None
 
 
 def digest(files: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from labrun.tracking.code import tag_value
+from labrun.tracking.code import snapshot_git_state, tag_value
 from labrun.tracking.git import _git, git_state
 
 __all__ = ["_git", "collect", "git_state", "pip_freeze", "tags"]
@@ -57,7 +57,7 @@ def device() -> str:
 
 def collect(root: Path, seed: int, threads: int) -> dict[str, Any]:
     return {
-        "git": git_state(root),
+        "git": snapshot_git_state(root) or git_state(root),
         "seed": seed,
         "threads": {
             "intra_op": torch.get_num_threads(),

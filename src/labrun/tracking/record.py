@@ -10,6 +10,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from labrun.config.locations import CONFIG_HASH_TAG, config_hash
 from labrun.contracts import HasTestResults, TestResults
 from labrun.tracking import code, provenance
 from labrun.tracking.params import flatten
@@ -63,6 +64,7 @@ def record_config(run: TrackedRun, cfg: DictConfig) -> None:
     else:
         overrides, choices = [], {}
     run.log_dict({"overrides": overrides, "choices": choices}, "config/overrides.json")
+    run.set_tags({CONFIG_HASH_TAG: config_hash(cfg)})
 
 
 def record_provenance(run: TrackedRun, cfg: DictConfig) -> None:

@@ -1,0 +1,195 @@
+"""`make bench BENCH_ARGS=--slurm`: sweeps on the one-node SLURM cluster of `make slurm`.
+
+- submission to the first job running (SLURM's R state) and to its MLflow run opened;
+- the cost of one requeue: seconds from `scontrol requeue` to the same run training again;
+- a 4-trial grid through SLURM against the joblib launcher (2 processes) on this machine.
+
+Writes benchmarks/slurm.json; bench.py puts it in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "slurm.json"
+LABRUN = str(Path(sys.executable).parent / "labrun")
+TRIAL = [  # a short trial: 2 epochs of 40 batches, about 20 s here
+    "experiment=trec_lstm",
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "+trainer.limit_train_batches=40",
+    "+trainer.limit_val_batches=4",
+    "+trainer.limit_test_batches=4",
+    "~callbacks.progress_bar",
+    "tracking.log_model=false",
+    "trainer.log_every_n_steps=5",
+]
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.mem_gb=3", "hydra.launcher.timeout_min=10"]
+
+
+def env_in(home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LABRUN_RUN_DIR": str(home / "runs"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db",
+    }
+
+
+def trials(home: Path) -> list[Any]:
+    if not (home / "mlflow.db").exists():
+        return []
+    client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+    try:
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    except Exception:  # the store is being created by the sweep
+        return []
+    return [r for r in runs if r.data.tags.get("labrun.role") == "trial"]
+
+
+def until(event: Any, timeout_s: float = 600, every_s: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := event():
+            return found
+        time.sleep(every_s)
+    raise TimeoutError("gave up waiting")
+
+
+def squeue_running() -> bool:
+    out = subprocess.run(["squeue", "-h", "-o", "%T"], capture_output=True, text=True).stdout
+    return "RUNNING" in out.split()
+
+
+def first_job() -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        t0 = time.perf_counter()
+        sweep = subprocess.Popen(
+            [LABRUN, "train", "-m", *SLURM, *TRIAL, "seed=1"],
+            env=env_in(home),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        until(squeue_running)
+        running = time.perf_counter() - t0
+        until(lambda: trials(home))
+        opened = time.perf_counter() - t0
+        sweep.wait(timeout=600)
+        return {"job_running_s": running, "run_opened_s": opened}
+
+
+def requeue_cost() -> dict[str, float]:
+    from labrun.sweep.cluster import start_pending_requeues
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+        sweep = subprocess.Popen(
+            [LABRUN, "train", "-m", *SLURM, *TRIAL, "trainer.max_epochs=5", "seed=2"],
+            env=env_in(home),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def last_step() -> int:
+            (run,) = trials(home)
+            history = client.get_metric_history(run.info.run_id, "train/loss_step")
+            return max((m.step for m in history), default=0)
+
+        def training() -> bool:
+            found = trials(home)
+            return bool(found) and found[0].info.status == "RUNNING" and last_step() > 0
+
+        until(training)
+        job = trials(home)[0].data.tags["labrun.slurm.job_id"]
+        t0 = time.perf_counter()
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        until(lambda: trials(home)[0].info.status == "SCHEDULED")
+        scheduled = time.perf_counter() - t0
+        stopped_at = last_step()
+
+        def training_again() -> bool:
+            start_pending_requeues()
+            run = trials(home)[0]
+            return run.info.status == "RUNNING" and last_step() > stopped_at
+
+        until(training_again, every_s=0.5)
+        back = time.perf_counter() - t0
+        sweep.wait(timeout=600)
+        return {"to_checkpoint_and_scheduled_s": scheduled, "to_training_again_s": back}
+
+
+def grid_wall(launcher: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [LABRUN, "train", "-m", *launcher, *TRIAL, "seed=1,2,3,4"],
+            env=env_in(Path(tmp)),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        return time.perf_counter() - t0
+
+
+def measure() -> dict[str, Any]:
+    from labrun.sweep import cluster
+
+    cluster.start(ROOT / "runs" / "slurm")
+    slurm_s = grid_wall(SLURM)
+    joblib_s = grid_wall(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "first_job": first_job(),
+        "requeue": requeue_cost(),
+        "grid_4_trials": {"slurm_s": slurm_s, "joblib_s": joblib_s, "ratio": slurm_s / joblib_s},
+    }
+
+
+def section() -> list[str]:
+    """BENCHMARKS.md's SLURM section, from the last benchmarks/slurm.json."""
+    if not RESULTS.is_file():
+        return []
+    r = json.loads(RESULTS.read_text())
+    f, q, g = r["first_job"], r["requeue"], r["grid_4_trials"]
+    return [
+        "",
+        "## Sweeps on SLURM",
+        "",
+        f"The one-node cluster of `make slurm` on this machine, measured {r['when']} "
+        "(`make bench BENCH_ARGS=--slurm`). Trials: `trec_lstm`, 2 epochs of 40 batches.",
+        "",
+        "| figure | seconds |",
+        "| --- | --- |",
+        f"| submission to the first job running (SLURM state R) | {f['job_running_s']:.1f} |",
+        f"| submission to its MLflow run opened | {f['run_opened_s']:.1f} |",
+        "| `scontrol requeue` to checkpoint written and run SCHEDULED | "
+        f"{q['to_checkpoint_and_scheduled_s']:.1f} |",
+        f"| `scontrol requeue` to the same run training again | {q['to_training_again_s']:.1f} |",
+        f"| 4-trial grid through SLURM (2 jobs at a time) | {g['slurm_s']:.1f} |",
+        f"| the same grid, joblib launcher with 2 processes | {g['joblib_s']:.1f} |",
+        f"| ratio SLURM / joblib | {g['ratio']:.2f} |",
+    ]
+
+
+def main() -> None:
+    RESULTS.write_text(json.dumps(measure(), indent=2))
+    print("\n".join(section()))
+
+
+if __name__ == "__main__":
+    main()
