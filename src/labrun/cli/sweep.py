@@ -85,7 +85,7 @@ def _print_trials(state: dict[str, Any]) -> None:
             run.info.run_id,
             tags.get("labrun.trial_state") or run.info.status,
             tags.get("labrun.slurm.job_id", ""),
-            tags.get("labrun.slurm.state") or tags.get("labrun.error", "")[:80],
+            tags.get("labrun.error", "")[:100],
         )
     console = Console()
     console.print(table)

@@ -71,7 +71,7 @@ def sweep_trials(client: MlflowClient, parent: Any, sweep_id: str) -> list[Any]:
     experiments = [client.get_experiment(parent.info.experiment_id).name]
     runs = search_runs(client, experiments, sweep=sweep_id)
     if any(JOB_TAG in r.data.tags for r in runs):
-        close_ended_jobs(client, runs)
+        close_ended_jobs(client, runs, parent.data.tags.get("labrun.sweep_dir"))
         runs = search_runs(client, experiments, sweep=sweep_id)
     runs = [r for r in runs if "labrun.superseded" not in r.data.tags]
     return sorted(runs, key=lambda r: int(r.data.tags.get("labrun.trial", 0)))
@@ -92,7 +92,8 @@ def summarize(
         row["trial"] = int(run.data.tags.get("labrun.trial", -1))
         row["state"] = run.data.tags.get("labrun.trial_state", run.info.status)
         if slurm_state := run.data.tags.get("labrun.slurm.state"):  # what SLURM said
-            row["state"] += f" ({slurm_state})"
+            reason = run.data.tags.get("labrun.slurm.reason")
+            row["state"] += f" ({slurm_state}: {reason})" if reason else f" ({slurm_state})"
     scored = [  # a trial that did not finish is never the best one
         row
         for row, run in zip(table, runs, strict=True)

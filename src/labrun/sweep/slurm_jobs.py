@@ -5,8 +5,10 @@ finished. The state comes from `sacct` where the cluster keeps accounting."""
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -14,6 +16,7 @@ from mlflow.tracking import MlflowClient
 log = logging.getLogger(__name__)
 JOB_TAG = "labrun.slurm.job_id"
 STATE_TAG = "labrun.slurm.state"
+REASON_TAG = "labrun.slurm.reason"
 LIVE = {
     "PENDING",
     "RUNNING",
@@ -51,9 +54,48 @@ def sacct_states(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
-def close_ended_jobs(client: MlflowClient, runs: list[Run]) -> int:
+# What slurmstepd writes in a job's stderr when it stops the job: the reason where `sacct`
+# says only FAILED (a memory limit enforced by jobacct_gather, without cgroups, is FAILED).
+REASONS = re.compile(
+    r"(\S*exceeded (?:job |step )?memory limit.*|.*oom[-_ ]kill.*|\*\*\* .* CANCELLED AT .*)",
+    re.IGNORECASE,
+)
+
+
+def log_files(run: Run, sweep_dir: str | None) -> list[Path]:
+    """The SLURM stdout/stderr files of a run's job, found in its sweep's submitit folder."""
+    tags = run.data.tags
+    if not sweep_dir or not Path(sweep_dir).is_dir():
+        return []
+    names = [tags.get(JOB_TAG)]
+    if "labrun.slurm.array_job_id" in tags:
+        names.insert(
+            0, f"{tags['labrun.slurm.array_job_id']}_{tags.get('labrun.slurm.array_task_id')}"
+        )
+    for name in filter(None, names):
+        found = sorted(Path(sweep_dir).glob(f".submitit/**/{name}_*_log.*"))
+        if found:
+            return found
+    return []
+
+
+def log_reason(files: list[Path]) -> str | None:
+    """slurmstepd's word on the job, from its stderr files: the fullest line it wrote
+    ("StepId=48.0 exceeded memory limit (3431841792 > 3221225472), being killed")."""
+    said: list[str] = []
+    for path in files:
+        if path.suffix == ".err":
+            for line in path.read_text(errors="replace").splitlines():
+                if found := REASONS.search(line):
+                    said.append(found.group(1).strip(" *"))
+    return max(said, key=len) if said else None
+
+
+def close_ended_jobs(client: MlflowClient, runs: list[Run], sweep_dir: str | None = None) -> int:
     """Close every RUNNING/SCHEDULED run whose SLURM job has ended (FAILED, or KILLED when
-    cancelled) and tag every unfinished run with its job's final state; how many changed."""
+    cancelled) with SLURM's state and, from the job's log, its reason (its logs stored as the
+    run's `slurm/` artifacts); tag every unfinished run with its job's final state; how many
+    changed."""
     unfinished = [
         r
         for r in runs
@@ -69,7 +111,13 @@ def close_ended_jobs(client: MlflowClient, runs: list[Run]) -> int:
         client.set_tag(run.info.run_id, STATE_TAG, state)
         closed += 1
         if run.info.status in ("RUNNING", "SCHEDULED"):
-            said = f"SLURM ended job {job} {state} before the run was closed"
+            files = log_files(run, sweep_dir)
+            reason = log_reason(files)
+            said = f"SLURM ended job {job} {state}" + (f": {reason}" if reason else "")
+            if reason:
+                client.set_tag(run.info.run_id, REASON_TAG, reason)
+            for path in files:  # what the run could not store itself
+                client.log_artifact(run.info.run_id, str(path), "slurm")
             client.set_tag(run.info.run_id, "labrun.error", said)
             client.set_terminated(run.info.run_id, "KILLED" if state == "CANCELLED" else "FAILED")
             log.error("run %s: %s", run.info.run_id, said)

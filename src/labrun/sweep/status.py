@@ -61,7 +61,9 @@ def sweep_state(client: MlflowClient, parent: Run) -> dict[str, Any]:
     sweep_id = parent.data.tags["labrun.sweep_id"]
     runs = search_runs(client, sweep=sweep_id)
     unsaid = [r for r in runs if r.info.status != "FINISHED" and JOB_TAG in r.data.tags]
-    if unsaid and close_ended_jobs(client, unsaid):  # SLURM's word on the jobs that ended
+    if unsaid and close_ended_jobs(
+        client, unsaid, parent.data.tags.get("labrun.sweep_dir")
+    ):  # SLURM's word on the jobs that ended
         runs = search_runs(client, sweep=sweep_id)
     runs = [r for r in runs if "labrun.superseded" not in r.data.tags]
     newest: dict[int, Run] = {}
@@ -121,6 +123,7 @@ def as_json(state: dict[str, Any]) -> dict[str, Any]:
             "status": r.info.status,
             "slurm_job": r.data.tags.get("labrun.slurm.job_id"),
             "slurm_state": r.data.tags.get("labrun.slurm.state"),
+            "slurm_reason": r.data.tags.get("labrun.slurm.reason"),
         }
         for r in state["trials"]
     ]
