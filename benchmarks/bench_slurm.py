@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow.tracking import MlflowClient
-
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "slurm.json"
 LABRUN = str(Path(sys.executable).parent / "labrun")
@@ -45,10 +43,16 @@ def env_in(home: Path) -> dict[str, str]:
     }
 
 
+def client_of(home: Path) -> Any:
+    from mlflow.tracking import MlflowClient  # here: bench.py's workers import this module
+
+    return MlflowClient(f"sqlite:///{home}/mlflow.db")
+
+
 def trials(home: Path) -> list[Any]:
     if not (home / "mlflow.db").exists():
         return []
-    client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+    client = client_of(home)
     try:
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     except Exception:  # the store is being created by the sweep
@@ -94,7 +98,7 @@ def requeue_cost() -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+        client = client_of(home)
         sweep = subprocess.Popen(
             [LABRUN, "train", "-m", *SLURM, *TRIAL, "trainer.max_epochs=5", "seed=2"],
             env=env_in(home),
