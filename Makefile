@@ -27,8 +27,10 @@ train: install
 # Two workers: a test trains on one thread (threads=1), so two share this machine's two cores;
 # a file's tests stay on one worker, so its session fixtures (a trained feature net) are made once.
 # --durations: the slowest tests in every CI log, to keep CI inside its 30 minutes.
+# --no-loadscope-reorder: files are handed out in tests/conftest.py's order, longest first
+# (xdist would order them by their number of tests, and the long SLURM file would run last).
 # The SLURM tests start a one-node cluster (tests/sweep/test_slurm.py); its packages come first.
-PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 test: install slurm-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -393,8 +393,8 @@ def test_the_catalogue_is_as_big_as_promised() -> None:
 def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LABRUN_RUN_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for flag_env in ("LABRUN_DETACH", "LABRUN_ALLOW_DRIFT"):  # labrun's -m flags set them
-        monkeypatch.delenv(flag_env, raising=False)
+    for flag_env in ("LABRUN_DETACH", "LABRUN_ALLOW_DRIFT"):  # labrun's -m flags set them:
+        monkeypatch.setenv(flag_env, "0")  # recorded, so the value a case sets is undone
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

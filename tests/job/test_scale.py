@@ -50,6 +50,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
     common = [
         "experiment=trec_lstm",
         "trainer.max_epochs=4",
+        "+trainer.limit_train_batches=40",  # of 76: 160 steps, half the time of whole epochs
         "~callbacks.early_stopping",
         "~callbacks.progress_bar",
         "tracking.log_model=false",

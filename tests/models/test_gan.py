@@ -281,10 +281,11 @@ def test_gan_cli_bad_input(tmp_path: Path, store: str) -> None:
 def test_feature_space_is_cached_by_fingerprint(feature_cache: Path) -> None:
     dm = ImageDataModule(str(DATA_DIR), "mnist")
     dm.setup()
-    first = load_or_train(dm, feature_cache, max_epochs=1)
+    quick = {"max_epochs": 1, "n_floor": 2000, "train_rows": 10000}  # TINY_GAN's space
+    first = load_or_train(dm, feature_cache, **quick)
     files = sorted((feature_cache / "features").glob("mnist-*.pt"))
     stamp = [f.stat().st_mtime_ns for f in files]
-    again = load_or_train(dm, feature_cache, max_epochs=1)
+    again = load_or_train(dm, feature_cache, **quick)
     assert again.key == first.key and again.floor_fid == first.floor_fid
     assert [f.stat().st_mtime_ns for f in files] == stamp  # loaded, not retrained
 

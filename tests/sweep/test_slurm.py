@@ -133,11 +133,11 @@ def child_runs(store: str) -> list:
     return [r for r in runs if r.data.tags.get("labrun.role") != "parent"]
 
 
-# A job of 320 steps on one thread: long enough to be stopped part-way.
+# A job of 120 steps on one thread: long enough to be stopped part-way, twice.
 REQUEUED = [
     "experiment=trec_lstm",
     "trainer=cpu",
-    "trainer.max_epochs=5",  # about 45 s here: two stops fall inside it
+    "trainer.max_epochs=3",  # about 20 s of training here: two stops fall inside it
     "+trainer.limit_train_batches=40",
     "+trainer.limit_val_batches=4",
     "+trainer.limit_test_batches=4",
