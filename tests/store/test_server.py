@@ -121,53 +121,50 @@ def test_two_worker_sweep_against_the_server_loses_nothing(
     assert {t.state.name for t in trials_in_pg} == {"COMPLETE"}
 
 
-def test_server_going_down_mid_run_is_clear_and_resumable(tmp_path: Path) -> None:
-    """Its own server (the shared one stays up): stopped while a run trains, then restarted."""
-    folder = Path(tempfile.mkdtemp(prefix="labrun-server-down-"))
-    info = server.start(folder, free_port(), free_port())
+def test_server_going_down_mid_run_is_clear_and_resumable(
+    tmp_path: Path, team: server.Server
+) -> None:
+    """The team's MLflow server stops while a run trains (PostgreSQL stays up), then comes
+    back on the same database: the run said so in one line, and `labrun resume` finishes it."""
+    env = env_for(tmp_path, team)
+    args = [
+        "train",
+        "tracking=server",
+        "trainer.max_epochs=5",  # stopped after the first: four left to resume
+        "+trainer.limit_train_batches=20",
+        "+trainer.limit_val_batches=2",
+        "~callbacks.early_stopping",
+        "~callbacks.progress_bar",
+        "tracking.log_model=false",
+        "trainer.log_every_n_steps=2",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labrun", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(tmp_path.glob("runs/train/*/checkpoints/last.ckpt")):
+        time.sleep(0.2)
+    server.stop_mlflow(team)
     try:
-        env = env_for(tmp_path, info)
-        args = [
-            "train",
-            "tracking=server",
-            "trainer.max_epochs=5",  # stopped after the first: four left to resume
-            "+trainer.limit_train_batches=20",
-            "+trainer.limit_val_batches=2",
-            "~callbacks.early_stopping",
-            "~callbacks.progress_bar",
-            "tracking.log_model=false",
-            "trainer.log_every_n_steps=2",
-        ]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "labrun", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.time() + 240
-        while time.time() < deadline and not list(
-            tmp_path.glob("runs/train/*/checkpoints/last.ckpt")
-        ):
-            time.sleep(0.2)
-        server.stop_mlflow(info)
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 2, stderr[-3000:]
         (line,) = [ln for ln in stderr.splitlines() if ln.startswith("labrun: error")]
         assert "lost the tracking store" in line and "labrun resume" in line
         run_id = line.split("labrun resume ")[1].split()[0]
         assert list(tmp_path.glob("runs/train/*/checkpoints/last.ckpt"))  # kept
-
-        info = server.start(folder, info.port, info.pg_port)  # back, on the same database
-        client = MlflowClient(info.uri)
-        assert client.get_run(run_id).info.status == "RUNNING"
-        resumed = run_labrun(["resume", run_id, "--tracking-uri", info.uri], env, timeout=600)
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        run = client.get_run(run_id)
-        assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
-        assert max(m.step for m in client.get_metric_history(run_id, "val/acc")) > 0
-    finally:
-        server.stop(folder, purge=True)
+    finally:  # back, on the same database, for whatever runs after
+        back = server.start(Path(team.folder), team.port, team.pg_port)
+    client = MlflowClient(back.uri)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    resumed = run_labrun(["resume", run_id, "--tracking-uri", back.uri], env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+    assert max(m.step for m in client.get_metric_history(run_id, "val/acc")) > 0
 
 
 def test_missing_postgresql_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,6 +48,19 @@ def slurm() -> Path:
         cluster.stop(SLURM_DIR)
 
 
+def test_a_second_cluster_is_refused_while_one_runs(slurm: Path, tmp_path: Path) -> None:
+    """Both would listen on SLURM's ports, and /etc/slurm/slurm.conf would be repointed under
+    the running one: one line naming the running cluster and how to stop it, nothing changed."""
+    from labrun.sweep import cluster
+
+    linked = cluster.SYSTEM_CONF.resolve()
+    with pytest.raises(cluster.ClusterError, match="is running; stop it first") as refused:
+        cluster.start(tmp_path / "other")
+    assert f"labrun slurm stop --dir {slurm.resolve()}" in str(refused.value)
+    assert cluster.SYSTEM_CONF.resolve() == linked
+    assert not (tmp_path / "other" / "slurmctld.pid").exists()
+
+
 SMALL_JOBS = ["hydra.launcher.mem_gb=6", "hydra.launcher.timeout_min=10"]  # 2 ranks: ~1.2 GB each
 
 

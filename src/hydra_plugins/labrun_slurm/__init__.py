@@ -23,6 +23,26 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
+POLL_S = 5.0  # one sacct call for the whole sweep this often
+
+
+def wait_all(jobs: Sequence[Any]) -> None:
+    """Until every job has ended. submitit's own wait asks sacct less and less often (every
+    10 minutes at most), so a job killed late in a long sweep went unnoticed for minutes:
+    here one sacct call for all the jobs every `POLL_S`, and result files seen at once."""
+    import time
+
+    pending = list(jobs)
+    unknown = 0  # sacct calls that knew none of the jobs: 3 means no accounting here
+    while pending:
+        if unknown < 3:
+            watcher = pending[0].watcher
+            watcher.update()
+            known = any(job.job_id in watcher._info_dict for job in pending)
+            unknown = 0 if known else unknown + 1
+        pending = [job for job in pending if not job.done()]
+        if pending:
+            time.sleep(POLL_S)
 
 
 class LabrunSlurmLauncher(SlurmLauncher):
@@ -88,6 +108,7 @@ class LabrunSlurmLauncher(SlurmLauncher):
                 jobs[0].job_id.split("_")[0] if jobs else "-",
             )
             return []
+        wait_all(jobs)
         returns = []
         for idx, job in enumerate(jobs, start=initial_job_idx):
             try:

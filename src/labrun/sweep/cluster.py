@@ -224,7 +224,16 @@ def alive(pid_file: Path) -> int | None:
 
 
 def link_system_conf(conf: Path) -> None:
-    """`/etc/slurm/slurm.conf` -> this folder's, unless it belongs to another cluster."""
+    """`/etc/slurm/slurm.conf` -> this folder's, unless it belongs to another cluster: one
+    not made by labrun, or a labrun cluster of another folder that is running (both use
+    SLURM's ports, and repointing the link would send that cluster's commands here)."""
+    if SYSTEM_CONF.is_symlink():
+        other = SYSTEM_CONF.resolve().parent
+        if other != conf.resolve().parent and alive(other / "slurmctld.pid"):
+            raise ClusterError(
+                f"the SLURM cluster of {other} is running; stop it first "
+                f"(labrun slurm stop --dir {other})"
+            )
     if SYSTEM_CONF.is_symlink() or not SYSTEM_CONF.exists():
         SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
         SYSTEM_CONF.unlink(missing_ok=True)
