@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +45,24 @@ def env_in(home: Path) -> dict[str, str]:
     }
 
 
-def client_of(home: Path) -> Any:
-    from mlflow.tracking import MlflowClient  # here: bench.py's workers import this module
-
-    return MlflowClient(f"sqlite:///{home}/mlflow.db")
-
-
-def trials(home: Path) -> list[Any]:
-    if not (home / "mlflow.db").exists():
-        return []
-    client = client_of(home)
+def trial_state(home: Path) -> tuple[str, str, int] | None:
+    """(SLURM job id, run status, last training step) of the sweep's one trial, read
+    straight from the SQLite file, read-only: an MLflow client here would race the sweep
+    creating the store's tables (and hung doing so)."""
+    query = (
+        "SELECT j.value, u.status, (SELECT MAX(m.step) FROM metrics m "
+        "WHERE m.run_uuid = u.run_uuid AND m.key = 'train/loss_step') FROM runs u "
+        "JOIN tags j ON j.run_uuid = u.run_uuid AND j.key = 'labrun.slurm.job_id'"
+    )
+    db = home / "mlflow.db"
+    if not db.exists():
+        return None
     try:
-        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    except Exception:  # the store is being created by the sweep
-        return []
-    return [r for r in runs if r.data.tags.get("labrun.role") == "trial"]
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+            row = conn.execute(query).fetchone()
+    except sqlite3.Error:  # tables not made yet
+        return None
+    return (row[0], row[1], row[2] or 0) if row else None
 
 
 def until(event: Any, timeout_s: float = 600, every_s: float = 0.2) -> Any:
@@ -74,22 +79,31 @@ def squeue_running() -> bool:
     return "RUNNING" in out.split()
 
 
+def sweep_of(home: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [LABRUN, "train", "-m", *SLURM, *TRIAL, *extra],
+        env=env_in(home),
+        cwd=ROOT,
+        stdout=(home / "sweep.out").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def finished(sweep: subprocess.Popen, home: Path) -> None:
+    if sweep.wait(timeout=600) != 0:
+        raise RuntimeError((home / "sweep.out").read_text()[-2000:])
+
+
 def first_job() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         t0 = time.perf_counter()
-        sweep = subprocess.Popen(
-            [LABRUN, "train", "-m", *SLURM, *TRIAL, "seed=1"],
-            env=env_in(home),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        sweep = sweep_of(home, "seed=1")
         until(squeue_running)
         running = time.perf_counter() - t0
-        until(lambda: trials(home))
+        until(lambda: trial_state(home))
         opened = time.perf_counter() - t0
-        sweep.wait(timeout=600)
+        finished(sweep, home)
         return {"job_running_s": running, "run_opened_s": opened}
 
 
@@ -98,40 +112,22 @@ def requeue_cost() -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        client = client_of(home)
-        sweep = subprocess.Popen(
-            [LABRUN, "train", "-m", *SLURM, *TRIAL, "trainer.max_epochs=5", "seed=2"],
-            env=env_in(home),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def last_step() -> int:
-            (run,) = trials(home)
-            history = client.get_metric_history(run.info.run_id, "train/loss_step")
-            return max((m.step for m in history), default=0)
-
-        def training() -> bool:
-            found = trials(home)
-            return bool(found) and found[0].info.status == "RUNNING" and last_step() > 0
-
-        until(training)
-        job = trials(home)[0].data.tags["labrun.slurm.job_id"]
+        sweep = sweep_of(home, "trainer.max_epochs=5", "seed=2")
+        state = until(lambda: (s := trial_state(home)) and s[1] == "RUNNING" and s[2] > 0 and s)
         t0 = time.perf_counter()
-        subprocess.run(["scontrol", "requeue", job], check=True)
-        until(lambda: trials(home)[0].info.status == "SCHEDULED")
+        subprocess.run(["scontrol", "requeue", state[0]], check=True)
+        state = until(lambda: (s := trial_state(home)) and s[1] == "SCHEDULED" and s)
         scheduled = time.perf_counter() - t0
-        stopped_at = last_step()
+        stopped_at = state[2]
 
         def training_again() -> bool:
             start_pending_requeues()
-            run = trials(home)[0]
-            return run.info.status == "RUNNING" and last_step() > stopped_at
+            s = trial_state(home)
+            return bool(s) and s[1] == "RUNNING" and s[2] > stopped_at
 
         until(training_again, every_s=0.5)
         back = time.perf_counter() - t0
-        sweep.wait(timeout=600)
+        finished(sweep, home)
         return {"to_checkpoint_and_scheduled_s": scheduled, "to_training_again_s": back}
 
 

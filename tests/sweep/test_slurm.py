@@ -157,6 +157,7 @@ REQUEUED = [
     "~callbacks.progress_bar",
     "tracking.log_model=false",
     "trainer.log_every_n_steps=5",
+    "logger.mlflow.flush_every_s=1",  # steps in the store within a second: the test sees them
     "seed=7",
 ]
 
@@ -259,7 +260,9 @@ def test_a_detached_sweep_closes_itself_and_says_what_slurm_said(
         "hydra.launcher.mem_gb=3",
         "hydra.launcher.timeout_min=10",
         "model.embedding_dim=32,40000,33",  # job 1: ~5 GB of embeddings and Adam's state
-        *FAST,
+        *[o for o in FAST if not o.startswith("trainer.max_epochs")],
+        "trainer.max_epochs=20",  # 60 steps: job 2 trains long enough to be seen and cancelled
+        "logger.mlflow.flush_every_s=1",
         "--detach",
     ]
     sub = run_labrun(argv, env, timeout=120)
@@ -283,7 +286,11 @@ def test_a_detached_sweep_closes_itself_and_says_what_slurm_said(
         return None
 
     try:
-        subprocess.run(["scancel", wait_for(job_2_training, 300, "job 2 to train")], check=True)
+        try:
+            job_2 = wait_for(job_2_training, 300, "job 2 to train")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{what_happened(tmp_path)}") from None
+        subprocess.run(["scancel", job_2], check=True)
         waited = run_labrun(
             ["sweep", "status", sweep_id, "--wait", "--every", "2"], env, timeout=400
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labrun.cli.common import fail
+from labrun.sweep.flags import SWEEP_FLAGS
 
 USAGE = """usage: labrun COMMAND [ARGS]
 
@@ -74,12 +75,6 @@ def take_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
         else:
             rest.append(arg)
     return dirs, rest
-
-
-SWEEP_FLAGS = {  # labrun's own flags of `train -m`: the sweep's callback reads them
-    "--allow-drift": ("LABRUN_ALLOW_DRIFT", "continues a sweep although its code changed"),
-    "--detach": ("LABRUN_DETACH", "submits a sweep's jobs and exits"),
-}
 
 
 def take_sweep_flags(name: str, argv: list[str]) -> list[str]:

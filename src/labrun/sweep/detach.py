@@ -13,11 +13,11 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from labrun.sweep.flags import DETACH_ENV
 from labrun.sweep.parent import read_parent_file, summarize
 from labrun.sweep.status import sweep_state
 
 log = logging.getLogger(__name__)
-DETACH_ENV = "LABRUN_DETACH"  # set by `labrun train -m ... --detach`
 DETACHED_TAG = "labrun.detached"
 CLAIM_FILE = ".labrun_closing"  # in the sweep folder: the one job that closes the parent
 

@@ -22,9 +22,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from labrun.config.locations import CONFIG_HASH_TAG, config_hash, is_location
+from labrun.sweep.flags import ALLOW_DRIFT_ENV
 
 log = logging.getLogger(__name__)
-ALLOW_DRIFT_ENV = "LABRUN_ALLOW_DRIFT"  # set by `labrun train -m --allow-drift`
 SUPERSEDED_TAG = "labrun.superseded"
 
 
