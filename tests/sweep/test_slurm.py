@@ -364,6 +364,39 @@ def test_jobs_run_the_code_they_were_submitted_with(
     assert prov["git"]["dirty"] is False  # the project's tree as submitted, not as edited
 
 
+def test_a_job_that_fails_before_its_run_opens_is_a_failed_trial(
+    slurm: Path, tmp_path: Path, store: str
+) -> None:
+    """The job's code breaks on its node (here: the sweep's snapshot of the user's model raises
+    on import) before any run opens: the trial still gets a FAILED run saying why, and the
+    detached sweep is closed FAILED by that job, not left RUNNING with a trial "queued"."""
+    project = new_project(tmp_path, "lab_broken")
+    env = labrun_env(
+        tmp_path, store, PYTHONPATH=str(project / "src"), LABRUN_DATA_DIR=str(project / "data")
+    )
+    argv = ["train", "-m", "hydra/launcher=slurm", *SMALL_JOBS, "experiment=example", "seed=1"]
+    argv += ["+hydra.launcher.additional_parameters.hold=true", "--detach"]
+    sub = run_labrun(argv, env, cwd=project)
+    assert sub.returncode == 0, sub.stderr[-3000:]
+    sweep_id = re.search(r"labrun sweep status (\S+) --wait", sub.stdout).group(1)
+    (model,) = (tmp_path / "runs").glob("**/code/**/lab_broken/model.py")  # the snapshot's
+    model.write_text(model.read_text() + '\nraise RuntimeError("broken on the node")\n')
+    held = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout
+    subprocess.run(["scontrol", "release", held.split()[0]], check=True)
+    try:
+        waited = run_labrun(
+            ["sweep", "status", sweep_id, "--wait", "--every", "2"], env, timeout=300
+        )
+    finally:
+        subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
+    assert waited.returncode == 1, waited.stdout[-2000:] + what_happened(tmp_path)
+    assert f"sweep {sweep_id} FAILED: 0 queued, 0 running, 0 finished, 1 failed" in waited.stdout
+    (run,) = child_runs(store)
+    assert run.info.status == "FAILED" and run.data.tags["labrun.trial"] == "0"
+    assert "broken on the node" in run.data.tags["labrun.error"]
+    assert run.data.tags["labrun.slurm.job_id"].isdigit()
+
+
 def test_a_search_runs_its_workers_as_slurm_jobs(slurm: Path, tmp_path: Path, store: str) -> None:
     """`labrun sweep ... hydra/launcher=slurm --workers 2`: two SLURM jobs share one study (in
     Optuna's journal file), each trains trials of its own; one parent holds them all."""

@@ -13,7 +13,8 @@ from labrun.config.compose import config_dir, register_resolvers
 from labrun.job.train import train
 from labrun.resume.requeue import continued_run
 from labrun.sweep.detach import close_if_last_job
-from labrun.sweep.multirun import kept_job, multirun_tags
+from labrun.sweep.multirun import kept_job, multirun_tags, record_failed_start
+from labrun.tracking.run import OPENED
 
 register_resolvers()
 
@@ -21,12 +22,19 @@ register_resolvers()
 def job(cfg: DictConfig) -> dict[str, Any]:
     """One run; in a SLURM job that was requeued, its run continued; in a resumed sweep, a trial
     that already finished with this config is kept, not trained again; in a detached sweep,
-    the last job to end closes the sweep."""
+    the last job to end closes the sweep; a job that fails before its run opens leaves a FAILED
+    run for its trial all the same."""
     try:
         resume_run_id = continued_run(cfg)
         if resume_run_id is None and (kept := kept_job(cfg)):
             return kept
-        return train(cfg, tags=multirun_tags(), resume_run_id=resume_run_id)
+        opened = len(OPENED)
+        try:
+            return train(cfg, tags=multirun_tags(), resume_run_id=resume_run_id)
+        except Exception as exc:
+            if len(OPENED) == opened and resume_run_id is None:  # no run says it: one does
+                record_failed_start(cfg, exc)
+            raise
     finally:
         close_if_last_job()  # a detached sweep's last job closes it
 

@@ -250,3 +250,38 @@ def kept_job(cfg: DictConfig) -> dict[str, Any] | None:
     if not info or not info.get("resumed"):
         return None
     return kept_trial(cfg, info["sweep_id"], HydraConfig.get().job.num, info["uri"])
+
+
+def record_failed_start(cfg: DictConfig, error: BaseException) -> None:
+    """A multirun job that failed before its run opened (its code or data not on the node, a
+    value its node refuses): a FAILED run for its trial with the one-line reason, so that the
+    parent counts it, `sweep status` shows it and a detached sweep's last job can close it
+    (else the trial stays "queued" and the sweep RUNNING for ever)."""
+    from hydra.core.hydra_config import HydraConfig
+    from mlflow.tracking import MlflowClient
+
+    from labrun.job import ranks
+    from labrun.store.client import ensure_experiment
+    from labrun.tracking.heartbeat import slurm_tags
+
+    tags = multirun_tags()
+    if not tags or not ranks.is_rank_zero():
+        return
+    info = read_parent_file(HydraConfig.get().sweep.dir)
+    assert info is not None  # multirun_tags found it
+    reason = _first_line(error) or type(error).__name__
+    log.error("job %s failed before its run opened: %s", tags["labrun.trial"], reason)
+    error_tag = {"labrun.error": f"the job failed before training: {reason}"}
+    try:
+        client = MlflowClient(info["uri"])
+        experiment = ensure_experiment(
+            client, str(cfg.tracking.experiment), cfg.tracking.get("artifact_root")
+        )
+        run = client.create_run(
+            experiment,
+            run_name=f"{info['sweep_id']}-t{tags['labrun.trial']}",
+            tags={**tags, **slurm_tags(), **error_tag},
+        )
+        client.set_terminated(run.info.run_id, "FAILED")
+    except Exception as exc:  # the job's own error is the one to report
+        log.warning("could not record the failed job in %s: %s", info["uri"], _first_line(exc))
