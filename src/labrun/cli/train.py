@@ -3,6 +3,7 @@ one run per job of a grid, under one parent run)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import hydra
@@ -14,7 +15,6 @@ from labrun.job.train import train
 from labrun.resume.requeue import continued_run
 from labrun.sweep.detach import close_if_last_job
 from labrun.sweep.multirun import kept_job, multirun_tags, record_failed_start
-from labrun.tracking.run import OPENED
 
 register_resolvers()
 
@@ -28,12 +28,12 @@ def job(cfg: DictConfig) -> dict[str, Any]:
         resume_run_id = continued_run(cfg)
         if resume_run_id is None and (kept := kept_job(cfg)):
             return kept
-        opened = len(OPENED)
+        started_ms = int(time.time() * 1000)
         try:
             return train(cfg, tags=multirun_tags(), resume_run_id=resume_run_id)
         except Exception as exc:
-            if len(OPENED) == opened and resume_run_id is None:  # no run says it: one does
-                record_failed_start(cfg, exc)
+            if resume_run_id is None:  # a new run: unless it opened, one must say it failed
+                record_failed_start(cfg, exc, started_ms)
             raise
     finally:
         close_if_last_job()  # a detached sweep's last job closes it

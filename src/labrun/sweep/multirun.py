@@ -252,31 +252,42 @@ def kept_job(cfg: DictConfig) -> dict[str, Any] | None:
     return kept_trial(cfg, info["sweep_id"], HydraConfig.get().job.num, info["uri"])
 
 
-def record_failed_start(cfg: DictConfig, error: BaseException) -> None:
+def record_failed_start(cfg: DictConfig, error: BaseException, started_ms: int) -> None:
     """A multirun job that failed before its run opened (its code or data not on the node, a
     value its node refuses): a FAILED run for its trial with the one-line reason, so that the
     parent counts it, `sweep status` shows it and a detached sweep's last job can close it
-    (else the trial stays "queued" and the sweep RUNNING for ever)."""
+    (else the trial stays "queued" and the sweep RUNNING for ever). Nothing when the job's
+    run opened (since `started_ms`): that run is FAILED already."""
     from hydra.core.hydra_config import HydraConfig
     from mlflow.tracking import MlflowClient
 
+    from labrun.errors import TrackingError
     from labrun.job import ranks
-    from labrun.store.client import ensure_experiment
+    from labrun.store.client import check_reachable, ensure_experiment
     from labrun.tracking.heartbeat import slurm_tags
 
     tags = multirun_tags()
-    if not tags or not ranks.is_rank_zero():
-        return
+    if not tags or not ranks.is_rank_zero() or isinstance(error, TrackingError):
+        return  # (the store itself failed: nothing can be written there)
     info = read_parent_file(HydraConfig.get().sweep.dir)
     assert info is not None  # multirun_tags found it
     reason = _first_line(error) or type(error).__name__
-    log.error("job %s failed before its run opened: %s", tags["labrun.trial"], reason)
     error_tag = {"labrun.error": f"the job failed before training: {reason}"}
     try:
+        check_reachable(info["uri"], 10.0)
         client = MlflowClient(info["uri"])
         experiment = ensure_experiment(
             client, str(cfg.tracking.experiment), cfg.tracking.get("artifact_root")
         )
+        opened = client.search_runs(
+            [experiment],
+            f"tags.`labrun.sweep_id` = '{info['sweep_id']}' and "
+            f"tags.`labrun.trial` = '{tags['labrun.trial']}' and "
+            f"attributes.start_time >= {started_ms}",
+        )
+        if opened:
+            return
+        log.error("job %s failed before its run opened: %s", tags["labrun.trial"], reason)
         run = client.create_run(
             experiment,
             run_name=f"{info['sweep_id']}-t{tags['labrun.trial']}",

@@ -79,9 +79,6 @@ class StopOnSignal(Callback):
         self.run.raise_if_signalled()
 
 
-OPENED: list[str] = []  # every run this process opened: a job that failed knows if it had one
-
-
 class TrackedRun:
     """Context manager around one MLflow run.
 
@@ -142,7 +139,6 @@ class TrackedRun:
                 f"cannot {verb} in the tracking store {self.uri} ({first})"
             ) from None
         self.run_id = run.info.run_id
-        OPENED.append(self.run_id)
         self.artifact_uri = run.info.artifact_uri
         self.run_name = run.info.run_name
         self._heartbeat = Heartbeat(self.client, self.run_id)
