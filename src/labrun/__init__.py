@@ -7,9 +7,10 @@ keeps the command line's guarantees and raises its one-line errors as `LabrunErr
 
 from typing import Any
 
-from labrun import moved
+from labrun import environ, moved
 from labrun.version import __version__
 
+del environ  # imported first for `environ.AT_START`: the environment before any library
 moved.install()  # runs recorded before the rooms were laid out name the old import paths
 
 __all__ = ["__version__", "compare", "evaluate", "rerun", "runs", "train"]

@@ -7,6 +7,10 @@ import contextlib
 import os
 from collections.abc import Iterable, Iterator
 
+# The environment as the process began, before Lightning and others set variables of their
+# own: what the user gave the run (`tracking.numerics` records its numeric part).
+AT_START = dict(os.environ)
+
 
 @contextlib.contextmanager
 def restored(names: Iterable[str]) -> Iterator[None]:

@@ -97,6 +97,14 @@ def test_mnist_dcgan_trains_measures_and_records(
     kl = (real * ((real + 1e-6) / (gen + 1e-6)).log()).sum().item()
     assert m["test/coverage_kl"] == pytest.approx(kl, rel=1e-5)
     assert m["features/test_acc"] > 0.9  # even one epoch of LeNet separates MNIST digits
+    trajectory = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "trajectory/fingerprint.json", str(tmp_path))
+        ).read_text()
+    )  # manual optimisation: no loss handed back; one gradient norm over both optimizers
+    assert trajectory["steps"] == 6 and trajectory["loss"] == [None] * 6
+    assert all(isinstance(v, float) and v > 0 for v in trajectory["grad_norm"])
+    assert len(set(trajectory["batch"])) == 6  # six different batches
     have = artifact_paths(client, run.info.run_id)
     for path in [
         "samples/epoch_000.png",

@@ -61,6 +61,7 @@ def recorded_drift(client: MlflowClient, run_id: str, cfg_paths) -> drift.Report
         error,
         Path(cfg_paths.root_dir),
         Path(cfg_paths.data_dir),
+        recorded_numerics=recorded.numerics,
     )
 
 
@@ -203,8 +204,17 @@ def test_each_kind_of_drift_is_detected(make_cfg, store: str, here: Path, tmp_pa
         "config/config.yaml",
     )
 
+    numerics = json.loads(artifact(client, run_id, "provenance/numerics.json", tmp_path / "e"))
+    numerics["cpu_capability"] = "AVX512" if numerics["cpu_capability"] != "AVX512" else "AVX2"
+    numerics["env"]["OMP_NUM_THREADS"] = "7"
+    numerics["container"] = {"runtime": "docker", "id": "0123456789ab"}
+    client.log_dict(run_id, numerics, "provenance/numerics.json")
+
     report = recorded_drift(client, run_id, paths)
     found = {(d.kind, d.what) for d in report.items}
+    affects = {d.what: d.affects for d in report.items if d.kind == "numerics"}
+    assert affects["cpu capability"] and affects["env.OMP_NUM_THREADS"]
+    assert affects["container.id"] is False  # what is inside it is compared apart
     assert ("code", "git commit") in found
     assert ("hardware", "device") in found
     assert ("packages", "torch") in found
@@ -226,15 +236,21 @@ def test_data_drift_from_a_changed_file(make_cfg, store: str, tmp_path: Path) ->
 
 
 def test_drift_stops_the_rerun_unless_allowed(make_cfg, store: str, tmp_path: Path) -> None:
+    """Drift of the experiment (here: its config schema) stops a rerun; drift of the machine
+    (a package) does not, and one that cannot change results still expects bit-identity."""
     run_id, _ = trained(make_cfg)
     client = MlflowClient(store)
     freeze = artifact(client, run_id, "provenance/requirements.txt", tmp_path / "a")
     client.log_text(run_id, freeze + "retired-package==0.1\n", "provenance/requirements.txt")
+    config = artifact(client, run_id, "config/config.yaml", tmp_path / "c")
+    changed = config.replace("  hidden_size:", "  retired_key: 1\n  hidden_size:")
+    client.log_text(run_id, changed, "config/config.yaml")
     env = labrun_env(tmp_path, store)
     stopped = run_labrun(["rerun", run_id], env)
     assert stopped.returncode == 3, stopped.stderr
-    assert "drifted" in stopped.stderr and "--allow-drift" in stopped.stderr
-    assert "retired-package" in stopped.stdout
+    assert "experiment drifted" in stopped.stderr and "(config)" in stopped.stderr
+    assert "--allow-drift" in stopped.stderr
+    assert "retired-package" in stopped.stdout and "retired_key" in stopped.stdout
     assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
 
     allowed = run_labrun(["rerun", run_id, "--allow-drift"], env)
@@ -242,11 +258,13 @@ def test_drift_stops_the_rerun_unless_allowed(make_cfg, store: str, tmp_path: Pa
     (new,) = client.search_runs(
         [client.get_run(run_id).info.experiment_id], f"tags.`labrun.rerun_of` = '{run_id}'"
     )
-    assert new.data.tags["labrun.drift"] == "packages"
+    assert new.data.tags["labrun.drift"] == "packages,config"
     assert new.data.tags["labrun.verdict"] == "REPRODUCED"
+    assert new.data.tags["labrun.verdict_rule"].startswith("exact:")  # the package cannot
     assert "REPRODUCED" in allowed.stdout
     report = json.loads(artifact(client, new.info.run_id, "rerun/drift.json", tmp_path / "b"))
-    assert report["items"][0]["what"] == "retired-package"
+    item = next(i for i in report["items"] if i["what"] == "retired-package")
+    assert item["affects"] is False
 
 
 def test_stored_config_naming_os_system_is_refused(make_cfg, store: str, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,7 +14,9 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from labrun.job.train import train
+from labrun.rerun import explain
 from labrun.resume.stale import stale_reason
+from labrun.tracking.trajectory import ARTIFACT
 from tests.helpers import TINY, labrun_env, run_labrun
 
 QUICK = [*TINY, "tracking.log_model=false"]
@@ -90,6 +93,12 @@ def test_sigkill_then_resume_ends_like_the_uninterrupted_run(tmp_path: Path, sto
         if key != "epoch":  # Lightning logs `epoch` twice at an epoch's last step, always
             assert len(steps) == len(set(steps)), f"duplicate steps in {key}"
         assert history(client, run.info.run_id, key) == history(client, done.info.run_id, key)
+    fingerprints = [  # the resumed run's trajectory is the whole run's, step for step
+        json.loads(Path(client.download_artifacts(r, ARTIFACT, str(tmp_path / r))).read_text())
+        for r in (done.info.run_id, run.info.run_id)
+    ]
+    assert fingerprints[0]["steps"] == 90
+    assert explain.first_divergence(*fingerprints) is None
 
 
 def test_resume_refuses_finished_and_live_runs(make_cfg, store: str, tmp_path: Path) -> None:

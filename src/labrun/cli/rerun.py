@@ -1,5 +1,5 @@
-"""`labrun rerun RUN_ID [OVERRIDES]`: train a stored run again; a drift report, then REPRODUCED
-or DIFFERS (exit 0 or 1; 3 when drift stops it)."""
+"""`labrun rerun RUN_ID [OVERRIDES]`: train a stored run again; a drift report, then
+REPRODUCED, CONSISTENT or DIFFERS (exit 0, 0 or 1; 3 when drift stops it)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,31 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="run the recorded commit plus its recorded diff, in a temporary git worktree",
     )
     p.add_argument("--allow-drift", action="store_true", help="run even if the environment drifted")
+    p.add_argument(
+        "--seeds",
+        type=seed_count,
+        default=None,
+        metavar="N",
+        help="test the original against this config's runs under N seeds here (default: 5 "
+        "when the machine drifted, none when the run must reproduce bit for bit)",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the first training step where the rerun parts from the original",
+    )
     p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (non-exact runs)")
     p.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance (non-exact runs)")
     add_store_options(p)
     add_config_dir_option(p)
     return p.parse_intermixed_args(argv)  # options and overrides in any order
+
+
+def seed_count(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"needs at least 2 seeds to test against, not {value}")
+    return value
 
 
 def main(argv: list[str]) -> None:

@@ -26,10 +26,19 @@ def is_location(key: str) -> bool:
 
 
 CONFIG_HASH_TAG = "labrun.config_hash"  # on every run: what a resumed sweep matches
+SEED_GROUP_TAG = "labrun.seed_group"  # on every run: the same config under another seed
+# Keys that follow from the seed (`data.shuffle_seed: ${seed}`) or only name the run.
+SEED_KEYS = ("seed", "data.shuffle_seed", "tracking.tags", "allowed_targets")
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """The resolved config without its location keys: two trials that train the same thing."""
+def seed_group(cfg: DictConfig) -> str:
+    """The config hash without the seed: runs that differ in their seed only."""
+    return config_hash(cfg, SEED_KEYS)
+
+
+def config_hash(cfg: DictConfig, without: tuple[str, ...] = ()) -> str:
+    """The resolved config without its location keys (and the keys `without`, each with what
+    lies under it): two trials that train the same thing."""
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -41,7 +50,12 @@ def config_hash(cfg: DictConfig) -> str:
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     walk({k: v for k, v in plain.items() if k != "hydra"}, "")
-    return _digest({k: v for k, v in flat.items() if not is_location(k)})[:16]
+    kept = {
+        k: v
+        for k, v in flat.items()
+        if not is_location(k) and not any(k == w or k.startswith(f"{w}.") for w in without)
+    }
+    return _digest(kept)[:16]
 
 
 def _digest(value: Any) -> str:

@@ -145,6 +145,7 @@ ROOT: dict[str, Any] = {
     "threads": Ge(1),
     "objective.direction": OneOf(tuple(DIRECTIONS)),
     "tracking.connect_timeout_s": Gt(0),
+    "tracking.fingerprint_every": Ge(0),
 }
 
 

@@ -33,6 +33,7 @@ class TrackingConfig:
     tags: Dict[str, str] = field(default_factory=dict)  # noqa: UP006
     log_model: bool = True
     connect_timeout_s: float = 10.0
+    fingerprint_every: int = 50  # parameter checksum every N training steps (0: at start only)
 
 
 @dataclass

@@ -23,10 +23,12 @@ from labrun.tracking.record import (
     open_run,
     record_config,
     record_data,
+    record_numerics,
     record_provenance,
     record_results,
     record_resume,
 )
+from labrun.tracking.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 # Testing uses the first ModelCheckpoint (the ranked one); the second only serves `resume`.
@@ -66,6 +68,7 @@ def train(
         if isinstance(model, Prepares):  # e.g. the GAN's feature space, before any RNG use
             run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
         extra = [
+            trajectory := Trajectory(int(cfg.tracking.get("fingerprint_every", 50))),
             run.stop_callback(),
             determinism.ReseedEachBatch(cfg.seed),
             ResumableState(cfg.seed),
@@ -85,6 +88,7 @@ def train(
                 step=trainer.global_step,
             )
         run.raise_if_signalled()
+        record_numerics(run, trajectory, first_process=not resume_run_id)
         exported = model.export(dm) if isinstance(model, Exports) else None
         record_results(run, cfg, checkpoints, model, dm, metrics, exported)
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))

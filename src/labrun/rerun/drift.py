@@ -1,9 +1,16 @@
 """What changed between the environment a run recorded and this one, before it is rerun.
 
-Five kinds, each a reason two runs of one config can differ: code (commit, uncommitted diff,
+Six kinds, each a reason two runs of one config can differ: code (commit, uncommitted diff,
 untracked files; and per package that gave a `_target_`, its commit, version and changed
 source files), packages (`pip freeze`), data (sha256 of every file the run read), config
-schema (keys the config has gained or lost since) and hardware (device, CPU, threads).
+schema (keys the config has gained or lost since), hardware (device, CPU, threads) and
+numerics (`tracking.numerics`: the CPU kernels torch dispatches to, its BLAS, GPU software,
+TF32, numeric environment variables).
+
+Code, data and config drift change the experiment itself: they stop a rerun unless allowed.
+Packages, hardware and numerics are the machine: they only mean that bit-identity can no
+longer be expected, and the verdict becomes statistical. Each item says whether it can change
+results (`affects`): lightning at another version can, a retired CLI helper cannot.
 """
 
 from __future__ import annotations
@@ -21,7 +28,18 @@ from labrun.tracking import provenance
 from labrun.tracking.params import flatten
 from labrun.tracking.secrets import scrub_text
 
-KINDS = ("code", "packages", "data", "config", "hardware")
+KINDS = ("code", "packages", "data", "config", "hardware", "numerics")
+EXPERIMENT_KINDS = ("code", "data", "config")  # drift that stops a rerun unless allowed
+# Distributions whose version can change a run's numbers (kernels, initialisation, metrics,
+# the training loop); any other package's cannot, short of a bug.
+NUMERIC_PACKAGES = {
+    "torch", "torchvision", "torchaudio", "torchtext", "torchmetrics", "lightning",
+    "pytorch-lightning", "lightning-utilities", "numpy", "scipy", "scikit-learn", "triton",
+    "mkl", "intel-openmp", "onednn", "pillow", "opencv-python", "opencv-python-headless",
+}  # fmt: skip
+NUMERIC_PACKAGE_PREFIXES = ("nvidia-", "torch-", "jax")
+# Hardware facts that change kernels or reductions; the Python version does not.
+NUMERIC_HARDWARE = {"device", "cpu", "machine", "torch threads"}
 # Untracked files that can change what runs; logs, plots and notes cannot.
 CODE_SUFFIXES = {".py", ".pyx", ".pyi", ".so", ".c", ".cpp", ".cu", ".h", ".yaml", ".yml"}
 CODE_SUFFIXES |= {".toml", ".cfg", ".ini", ".json", ".sh"}
@@ -33,6 +51,7 @@ class Drift:
     what: str
     recorded: str
     now: str
+    affects: bool = True  # can this change a run's numbers?
 
 
 def code(recorded: dict[str, Any], recorded_diff: str, root: Path) -> list[Drift]:
@@ -111,10 +130,15 @@ def packages(recorded: list[str]) -> list[Drift]:
     before = dict(_split(line) for line in recorded if "==" in line)
     after = dict(_split(line) for line in provenance.pip_freeze())
     return [
-        Drift("packages", name, before.get(name, "-"), after.get(name, "-"))
+        Drift("packages", name, before.get(name, "-"), after.get(name, "-"), numeric_package(name))
         for name in sorted(before.keys() | after.keys())
         if before.get(name) != after.get(name)
     ]
+
+
+def numeric_package(name: str) -> bool:
+    name = name.lower().replace("_", "-")
+    return name in NUMERIC_PACKAGES or name.startswith(NUMERIC_PACKAGE_PREFIXES)
 
 
 def _split(line: str) -> tuple[str, str]:
@@ -158,10 +182,35 @@ def hardware(recorded: dict[str, Any]) -> list[Drift]:
         "python": sys.version.split()[0],
     }
     return [
-        Drift("hardware", key, str(recorded[key]), value)
+        Drift("hardware", key, str(recorded[key]), value, key in NUMERIC_HARDWARE)
         for key, value in now.items()
         if key in recorded and str(recorded[key]) != value  # older runs lack some keys
     ]
+
+
+def numerics(recorded: dict[str, Any], now: dict[str, Any] | None = None) -> list[Drift]:
+    """Each recorded numeric setting that differs now (`tracking.numerics`). All can change
+    results but the container's id (the packages and settings inside it are compared apart).
+    Without `now`, this process is compared, less its precision switches: the Trainer sets
+    those as it is built, so they are compared after the rerun trained (`PRECISION`)."""
+    from labrun.tracking.numerics import capture
+
+    before, after = (
+        {k: v for k, v in flatten(tree).items() if v != "{}"}  # an empty group is no setting
+        for tree in (recorded, now if now is not None else capture())
+    )
+    found = []
+    for key in sorted(before.keys() | after.keys()):
+        if now is None and key.startswith(PRECISION):
+            continue
+        a, b = before.get(key, "-"), after.get(key, "-")
+        if str(a) != str(b):
+            what = key.replace("_", " ") if key == "cpu_capability" else key
+            found.append(Drift("numerics", what, str(a), str(b), not key.startswith("container")))
+    return found
+
+
+PRECISION = "precision."
 
 
 @dataclass
@@ -173,6 +222,20 @@ class Report:
     @property
     def kinds(self) -> list[str]:
         return [k for k in KINDS if any(d.kind == k for d in self.items)]
+
+    @property
+    def stopping(self) -> list[Drift]:
+        """Drift of the experiment itself (code, data, config): stops a rerun unless allowed."""
+        return [d for d in self.items if d.kind in EXPERIMENT_KINDS]
+
+    @property
+    def machine(self) -> list[Drift]:
+        """Drift of the machine that can change results: bit-identity is not to be expected."""
+        return [d for d in self.items if d.kind not in EXPERIMENT_KINDS and d.affects]
+
+    def why_not_exact(self) -> str:
+        """`cpu capability AVX2 -> DEFAULT, lightning 2.6.5 -> 2.6.6`: the machine drift."""
+        return ", ".join(f"{d.what} {d.recorded} -> {d.now}" for d in self.machine)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -194,8 +257,9 @@ def check(
     root: Path,
     data_dir: Path,
     skip_code: bool = False,
+    recorded_numerics: dict[str, Any] | None = None,
 ) -> Report:
-    """All five checks, timed; a kind the run did not record is left out of `checked`."""
+    """All six checks, timed; a kind the run did not record is left out of `checked`."""
     start = time.perf_counter()
     items: list[Drift] = []
     checked = []
@@ -214,4 +278,7 @@ def check(
     if prov is not None:
         items += hardware(prov)
         checked.append("hardware")
+    if recorded_numerics is not None:
+        items += numerics(recorded_numerics)
+        checked.append("numerics")
     return Report(items, time.perf_counter() - start, checked)

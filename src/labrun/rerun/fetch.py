@@ -29,6 +29,8 @@ class Recorded:
     fingerprint: dict[str, str] | None
     final: dict[str, float]
     code_diffs: dict[str, str] | None = None  # per package in a repository of its own
+    numerics: dict[str, Any] | None = None  # `tracking.numerics`, where the run recorded it
+    seed_group: str | None = None  # `labrun.seed_group`: its config under other seeds
 
 
 def trusted(provenance: dict[str, Any] | None) -> list[str]:
@@ -74,6 +76,8 @@ def fetch(client: Any, run_id: str, allowed: list[str]) -> Recorded:
             requirements=requirements.split() if requirements is not None else None,
             fingerprint=stored.read_json(client, run_id, "provenance/data_fingerprint.json", into),
             final=final or {},
+            numerics=stored.read_json(client, run_id, "provenance/numerics.json", into),
+            seed_group=run.data.tags.get("labrun.seed_group"),
         )
         recorded.code_diffs = {
             name: stored.read_text(client, run_id, f"provenance/code/{name}.diff", into) or ""

@@ -25,18 +25,42 @@ def print_drift(report: drift.Report, run_id: str) -> None:
 
 
 def print_verdict(
-    outcome: str, rows: list[dict[str, Any]], tolerance: str, old: str, new: str
+    outcome: str,
+    rows: list[dict[str, Any]],
+    tolerance: str,
+    old: str,
+    new: str,
+    rule: str = "",
+    tested: list[dict[str, Any]] | None = None,
+    pool: list[dict[str, Any]] | None = None,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    shown = rows if outcome == "DIFFERS" else []
-    if shown:
-        table = Table(title="final metrics that differ" if outcome == "DIFFERS" else "")
+    if tested:
+        table = Table(title=f"original against {len(pool or [])} seeds here")
+        for col in ("metric", "original", "mean ± std", "95% prediction interval", "p", ""):
+            table.add_column(col)
+        for r in tested:
+            if r.get("inside") is None:
+                table.add_row(r["metric"], f"{r['original']:.4g}", f"n={r['n']}", "-", "-", "")
+                continue
+            mark = ("in" if r["inside"] else "OUT") + (" (decides)" if r["decides"] else "")
+            table.add_row(
+                r["metric"],
+                f"{r['original']:.4f}",
+                f"{r['mean']:.4f} ± {r['std']:.4f}",
+                f"[{r['low']:.4f}, {r['high']:.4f}]",
+                f"{r['p']:.3f}",
+                mark,
+            )
+        console.print(table)
+    elif outcome == "DIFFERS":
+        table = Table(title="final metrics that differ")
         for col in ("metric", "original", "rerun", "|diff|"):
             table.add_column(col)
-        for r in shown:
+        for r in rows:
             if r["match"]:
                 continue
             table.add_row(
@@ -46,9 +70,12 @@ def print_verdict(
                 "" if r["abs_diff"] is None else f"{r['abs_diff']:.3g}",
             )
         console.print(table)
-    style = "bold green" if outcome == "REPRODUCED" else "bold red"
-    matched = sum(r["match"] for r in rows)
-    console.print(
-        f"[{style}]{outcome}[/]: {matched}/{len(rows)} final metrics match ({tolerance}); "
-        f"original {old}, rerun {new}"
-    )
+    style = {"REPRODUCED": "bold green", "CONSISTENT": "bold yellow"}.get(outcome, "bold red")
+    if tested:
+        inside = sum(bool(r.get("inside")) for r in tested)
+        summary = f"{inside}/{len(tested)} final metrics inside their interval"
+    else:
+        summary = f"{sum(r['match'] for r in rows)}/{len(rows)} final metrics match ({tolerance})"
+    console.print(f"[{style}]{outcome}[/]: {summary}; original {old}, rerun {new}")
+    if rule:
+        console.print(f"rule: {rule}", soft_wrap=True)

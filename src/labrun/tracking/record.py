@@ -10,7 +10,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from labrun.config.locations import CONFIG_HASH_TAG, config_hash
+from labrun.config.locations import CONFIG_HASH_TAG, SEED_GROUP_TAG, config_hash, seed_group
 from labrun.contracts import HasTestResults, TestResults
 from labrun.tracking import code, provenance
 from labrun.tracking.params import flatten
@@ -64,7 +64,7 @@ def record_config(run: TrackedRun, cfg: DictConfig) -> None:
     else:
         overrides, choices = [], {}
     run.log_dict({"overrides": overrides, "choices": choices}, "config/overrides.json")
-    run.set_tags({CONFIG_HASH_TAG: config_hash(cfg)})
+    run.set_tags({CONFIG_HASH_TAG: config_hash(cfg), SEED_GROUP_TAG: seed_group(cfg)})
 
 
 def record_provenance(run: TrackedRun, cfg: DictConfig) -> None:
@@ -86,6 +86,18 @@ def record_provenance(run: TrackedRun, cfg: DictConfig) -> None:
             run.log_text(package_diff, f"provenance/code/{name}.diff", code=True)
     run.log_text("\n".join(prov.pop("packages")) + "\n", "provenance/requirements.txt")
     run.log_dict(prov, "provenance/provenance.json")
+
+
+def record_numerics(run: TrackedRun, trajectory: Any, first_process: bool) -> None:
+    """The trajectory fingerprint, and (from the run's first process, not a resume on another
+    machine) what decides its last bits (`tracking.numerics`), read after training so that the
+    Trainer's precision switches are the ones it trained under."""
+    from labrun.tracking import numerics
+    from labrun.tracking import trajectory as fingerprint
+
+    run.log_text(trajectory.dumps(), fingerprint.ARTIFACT, code=True)
+    if first_process:
+        run.log_dict(numerics.capture(), numerics.ARTIFACT)
 
 
 def record_resume(run: TrackedRun, cfg: DictConfig) -> None:
