@@ -75,6 +75,20 @@ def test_grid_is_one_parent_with_a_child_per_job(tmp_path: Path, store: str) -> 
     assert parent.data.tags["labrun.best_run"] == best.info.run_id
     assert parent.data.metrics["best/val/acc"] == best.data.metrics["val/acc"]
 
+    # the sweep's best trial rerun by the sweep's id: a new parent, linked, one verdict
+    sweep_id = parent.data.tags["labrun.sweep_id"]
+    again = run_labrun(["rerun", sweep_id, "--trials", "best"], labrun_env(tmp_path, store))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 reproduced, 0 consistent, 0 differs" in again.stdout
+    (new_parent,) = [p for p in parents(client) if p.info.run_id != parent.info.run_id]
+    assert new_parent.data.tags["labrun.rerun_of"] == parent.info.run_id
+    assert new_parent.data.tags["labrun.verdicts"] == "1 reproduced, 0 consistent, 0 differs"
+    assert new_parent.info.status == "FINISHED"
+    (trial,) = children(client, new_parent.info.run_id)
+    assert trial.data.tags["labrun.rerun_of"] == best.info.run_id
+    assert trial.data.tags["labrun.trial"] == best.data.tags["labrun.trial"]
+    assert trial.data.metrics["val/acc"] == best.data.metrics["val/acc"]
+
 
 def test_a_failed_job_loses_nothing_else(tmp_path: Path, store: str) -> None:
     """One job's test file is missing (found only when that job reads its data: a bad value
@@ -137,6 +151,32 @@ def test_optuna_search_records_trials_and_resumes(tmp_path: Path, store: str) ->
         trial = study.trials[int(kid.data.tags["labrun.trial"])]
         assert trial.value == kid.data.metrics["val/acc"]
         assert str(trial.params["model.hidden_size"]) == kid.data.params["model.hidden_size"]
+
+    # trials 2 and 0 replayed from their recorded configs: nothing sampled again
+    again = run_labrun(["rerun", parent.info.run_id, "--trials", "2,0"], env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [t.state.name for t in load_study(tmp_path).trials] == ["COMPLETE"] * 3
+    (new_parent,) = [p for p in parents(client) if p.info.run_id != parent.info.run_id]
+    reruns = children(client, new_parent.info.run_id)
+    assert sorted(r.data.tags["labrun.trial"] for r in reruns) == ["0", "2"]
+    by_trial = {k.data.tags["labrun.trial"]: k for k in kids}
+    for r in reruns:
+        original = by_trial[r.data.tags["labrun.trial"]]
+        assert r.data.tags["labrun.rerun_of"] == original.info.run_id
+        assert r.data.tags["labrun.verdict"] == "REPRODUCED"
+        assert r.data.params["model.hidden_size"] == original.data.params["model.hidden_size"]
+        assert r.data.params["model.optimizer.lr"] == original.data.params["model.optimizer.lr"]
+    verdicts = json.loads(
+        Path(
+            client.download_artifacts(
+                new_parent.info.run_id, "rerun/sweep_verdicts.json", str(tmp_path)
+            )
+        ).read_text()
+    )
+    assert [t["trial"] for t in verdicts["trials"]] == [2, 0]  # in the order asked
+    assert verdicts["best_still_best"] is True and verdicts["counts"]["REPRODUCED"] == 2
+    wrong = run_labrun(["rerun", parent.info.run_id, "--trials", "7"], env)
+    assert wrong.returncode == 2 and "has no trial 7; its trials are 0, 1, 2" in wrong.stderr
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, store: str) -> None:

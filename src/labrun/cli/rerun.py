@@ -16,7 +16,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         description=rerun_doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="a run's id, or a sweep's (its parent run id or sweep id)")
     p.add_argument("overrides", nargs="*", help="key=value on top of the stored config: a variant")
     p.add_argument(
         "--at-commit",
@@ -31,6 +31,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="N",
         help="test the original against this config's runs under N seeds here (default: 5 "
         "when the machine drifted, none when the run must reproduce bit for bit)",
+    )
+    p.add_argument(
+        "--trials",
+        default=None,
+        metavar="all|best|0,3,5",
+        help="for a sweep: which trials to rerun (default: all that finished)",
     )
     p.add_argument(
         "--explain",
@@ -53,5 +59,5 @@ def seed_count(text: str) -> int:
 
 def main(argv: list[str]) -> None:
     result = rerun(parse(argv))
-    if result.get("verdict") == "DIFFERS":
+    if result.get("verdict") == "DIFFERS" or result.get("counts", {}).get("DIFFERS"):
         raise SystemExit(1)

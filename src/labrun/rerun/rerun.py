@@ -38,6 +38,7 @@ from labrun.rerun.fetch import Recorded, fetch
 from labrun.rerun.locate import located
 from labrun.rerun.overrides import apply_overrides, compose_today, relocate
 from labrun.rerun.show import print_drift, print_verdict
+from labrun.rerun.sweep import find_parent, rerun_sweep
 from labrun.rerun.verdict import (
     PREDICTION_NOTE,
     exact_expected,
@@ -79,13 +80,24 @@ def rerun(args: argparse.Namespace) -> dict[str, Any]:
     from labrun.store.client import client_for
 
     client = client_for(args.tracking_uri)
+    parent = find_parent(client, args.run_id)
+    if parent is not None:
+        return rerun_sweep(args, client, parent)
+    if getattr(args, "trials", None):
+        raise ConfigError(f"--trials is for a sweep, and '{args.run_id}' is not a sweep's run")
     recorded = fetch(client, args.run_id, args.allow_target)
     with located(recorded, getattr(args, "config_dir", None) or []):
         return rerun_located(args, client, recorded)
 
 
-def rerun_located(args: argparse.Namespace, client: Any, recorded: Recorded) -> dict[str, Any]:
-    """The rerun, with the run's project and config folders found (`rerun.locate`)."""
+def rerun_located(
+    args: argparse.Namespace,
+    client: Any,
+    recorded: Recorded,
+    extra_tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The rerun, with the run's project and config folders found (`rerun.locate`);
+    `extra_tags` mark the new run (a trial of a sweep's rerun)."""
     variant = is_variant(recorded, args.overrides)
     fresh, compose_error = compose_today(recorded, [])
     here = fresh.paths if fresh is not None else _default_paths()
@@ -101,6 +113,7 @@ def rerun_located(args: argparse.Namespace, client: Any, recorded: Recorded) -> 
         "labrun.variant_of" if variant else "labrun.rerun_of": args.run_id,
         "labrun.drift": ",".join(report.kinds) or "none",
         "labrun.drift_check_s": f"{report.seconds:.3f}",
+        **(extra_tags or {}),
     }
     if args.at_commit:
         tags["labrun.at_commit"] = ((recorded.provenance or {}).get("git") or {}).get("commit", "")
@@ -310,9 +323,11 @@ def rerun_run(
     config_dir: list[str] | tuple[str, ...] = (),
     seeds: int | None = None,
     explain: bool = False,
+    trials: str | None = None,
 ) -> dict[str, Any]:
     """`labrun rerun` from Python (`labrun.rerun(run_id)`): the new run id, the drift report,
-    and the verdict with its per-metric rows. Drift that stops the rerun raises DriftStop."""
+    and the verdict with its per-metric rows (for a sweep's id: the new parent and the verdict
+    counts). Drift that stops the rerun raises DriftStop."""
     args = argparse.Namespace(
         run_id=run_id,
         overrides=list(overrides),
@@ -325,5 +340,6 @@ def rerun_run(
         config_dir=list(config_dir),
         seeds=seeds,
         explain=explain,
+        trials=trials,
     )
     return rerun(args)
