@@ -39,6 +39,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="for a sweep: which trials to rerun (default: all that finished)",
     )
     p.add_argument(
+        "--recorded-env",
+        action="store_true",
+        help="rerun inside the run's recorded packages (a virtualenv cached by the freeze's "
+        "hash, layered over this one)",
+    )
+    p.add_argument(
         "--explain",
         action="store_true",
         help="print the first training step where the rerun parts from the original",
@@ -59,5 +65,7 @@ def seed_count(text: str) -> int:
 
 def main(argv: list[str]) -> None:
     result = rerun(parse(argv))
+    if "returncode" in result:  # the rerun ran in the recorded environment's own process
+        raise SystemExit(result["returncode"])
     if result.get("verdict") == "DIFFERS" or result.get("counts", {}).get("DIFFERS"):
         raise SystemExit(1)

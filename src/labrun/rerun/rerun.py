@@ -24,6 +24,7 @@ by drift.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from labrun.errors import ConfigError, LabrunError
 from labrun.rerun import drift, explain, seeds
+from labrun.rerun import recorded_env as recorded_packages
 from labrun.rerun.at_commit import run_at_commit
 from labrun.rerun.fetch import Recorded, fetch
 from labrun.rerun.locate import located
@@ -86,6 +88,8 @@ def rerun(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "trials", None):
         raise ConfigError(f"--trials is for a sweep, and '{args.run_id}' is not a sweep's run")
     recorded = fetch(client, args.run_id, args.allow_target)
+    if getattr(args, "recorded_env", False):
+        return recorded_packages.rerun_inside(args, client, recorded.requirements)
     with located(recorded, getattr(args, "config_dir", None) or []):
         return rerun_located(args, client, recorded)
 
@@ -115,6 +119,8 @@ def rerun_located(
         "labrun.drift_check_s": f"{report.seconds:.3f}",
         **(extra_tags or {}),
     }
+    if key := os.environ.get(recorded_packages.INSIDE_ENV):
+        tags[recorded_packages.ENV_TAG] = key
     if args.at_commit:
         tags["labrun.at_commit"] = ((recorded.provenance or {}).get("git") or {}).get("commit", "")
 
@@ -324,6 +330,7 @@ def rerun_run(
     seeds: int | None = None,
     explain: bool = False,
     trials: str | None = None,
+    recorded_env: bool = False,
 ) -> dict[str, Any]:
     """`labrun rerun` from Python (`labrun.rerun(run_id)`): the new run id, the drift report,
     and the verdict with its per-metric rows (for a sweep's id: the new parent and the verdict
@@ -341,5 +348,6 @@ def rerun_run(
         seeds=seeds,
         explain=explain,
         trials=trials,
+        recorded_env=recorded_env,
     )
     return rerun(args)

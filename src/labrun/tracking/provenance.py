@@ -24,12 +24,13 @@ from labrun.version import __version__ as labrun_version
 
 @functools.cache
 def pip_freeze() -> tuple[str, ...]:
-    """Installed distributions as `name==version`, sorted; the same list `pip freeze` gives."""
-    seen = {}
+    """Installed distributions as `name==version`, sorted; the same list `pip freeze` gives.
+    Where one is installed twice on `sys.path`, the first is the one that imports."""
+    seen: dict[str, str] = {}
     for dist in distributions():
         name = dist.metadata["Name"]
         if name:
-            seen[name.lower()] = f"{name}=={dist.version}"
+            seen.setdefault(name.lower(), f"{name}=={dist.version}")
     return tuple(seen[k] for k in sorted(seen))
 
 
