@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_rerun
 import bench_slurm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -665,6 +666,7 @@ def report(results: dict[str, Any]) -> str:
                 f"{per_minute} | {v['reference']} |"
             )
     lines += bench_slurm.section()
+    lines += bench_rerun.section()
     return "\n".join(lines) + "\n"
 
 
@@ -759,7 +761,15 @@ def main() -> None:
     p.add_argument(
         "--slurm", action="store_true", help="only the sweeps on the one-node SLURM cluster"
     )
+    p.add_argument(
+        "--rerun",
+        action="store_true",
+        help="only the fingerprint's cost and a rerun as on another CPU (~10 min)",
+    )
     args = p.parse_args()
+    if args.rerun:
+        bench_rerun.main()
+        args.mode = "report"
     if args.slurm:  # its own figures, then BENCHMARKS.md again with them
         bench_slurm.main()
         args.mode = "report"

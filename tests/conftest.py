@@ -38,6 +38,8 @@ LONGEST_FIRST = [
     "tests/test_bad_input.py",
     "tests/rerun/test_rerun.py",
     "tests/resume/test_resume.py",
+    "tests/rerun/test_verdicts.py",
+    "tests/rerun/test_recorded_env.py",
     "tests/scaffold/test_new.py",
 ]
 

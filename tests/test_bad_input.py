@@ -783,6 +783,13 @@ VARIANTS = [
     ),
     ("rerun-store", ["rerun", "{id}", "tracking.uri=foo://x"], "unknown tracking URI scheme"),
     ("rerun-objective", ["rerun", "{id}", "objective.metric=val/x"], "'objective.metric' is"),
+    ("rerun-one-seed", ["rerun", "{id}", "--seeds", "1"], "needs at least 2 seeds"),
+    (
+        "rerun-seeds-word",
+        ["rerun", "{id}", "--seeds", "five"],
+        "--seeds: takes a whole number of seeds, not 'five'",
+    ),
+    ("rerun-trials-of-a-run", ["rerun", "{id}", "--trials", "best"], "is not a sweep's run"),
     ("eval-bad-value", ["eval", "run_id={id}", "model.dropout=2"], "'model.dropout' must be in"),
     ("eval-unknown-run", ["eval", f"run_id={'f' * 32}"], "no run '" + "f" * 32),
 ]

@@ -57,7 +57,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def seed_count(text: str) -> int:
-    value = int(text)
+    """`--seeds N`: a whole number of at least 2 (one seed gives no spread to test against)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a whole number of seeds, not '{text}'") from None
     if value < 2:
         raise argparse.ArgumentTypeError(f"needs at least 2 seeds to test against, not {value}")
     return value

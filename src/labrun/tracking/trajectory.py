@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 ARTIFACT = "trajectory/fingerprint.json"
+SYNC_EVERY = 100  # steps between reading the values kept as tensors
 
 
 def _shortest(value: float | None) -> float | None:
@@ -126,12 +127,17 @@ class Trajectory(L.Callback):
         index = len(self.loss) - 1
         if self.every and index % self.every == 0:
             self.params[str(index)] = param_checksum(pl_module)
+        if index % SYNC_EVERY == 0:  # a GPU's scalars read now and then, not held by the 100k
+            self._read()
 
-    def as_dict(self) -> dict[str, Any]:
-        """The fingerprint in plain numbers (tensors read now)."""
+    def _read(self) -> None:
         self.batch = [float(v) if isinstance(v, torch.Tensor) else v for v in self.batch]
         self.loss = [_number(v) for v in self.loss]
         self.grad_norm = [_number(v) for v in self.grad_norm]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fingerprint in plain numbers (tensors read now)."""
+        self._read()
         return {
             "version": 1,
             "every": self.every,
