@@ -17,11 +17,18 @@ def print_drift(report: drift.Report, run_id: str) -> None:
         console.print(f"drift: none ({checked} checked in {report.seconds:.2f} s)")
         return
     table = Table(title=f"drift since run {run_id} ({report.seconds:.2f} s)")
-    for col in ("kind", "what", "recorded", "now"):
-        table.add_column(col, overflow="fold")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("what", overflow="fold", min_width=24)  # names stay whole: tests grep them
+    table.add_column("recorded", overflow="fold")
+    table.add_column("now", overflow="fold")
+    table.add_column("affects", no_wrap=True)  # can it change results?
     for d in report.items:
-        table.add_row(d.kind, d.what, d.recorded, d.now)
+        table.add_row(d.kind, d.what, d.recorded, d.now, "yes" if d.affects else "no")
     console.print(table)
+    if report.stopping:
+        console.print("drift of the experiment (code, data, config) stops a rerun unless allowed")
+    elif report.machine:
+        console.print("drift of the machine that can change results: bit-identity is not expected")
 
 
 def print_verdict(
