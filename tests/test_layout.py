@@ -24,7 +24,8 @@ LAYERS = [
     {"__init__"},  # the package's face: `labrun.train(...)` and friends, imported on use
     {"cli", "api"},
     {"scaffold"},
-    {"sweep", "rerun", "compare"},
+    {"sweep"},  # a sweep is made of runs: its rerun reruns each trial through `rerun`
+    {"rerun", "compare"},
     {"job"},
     {"resume"},
     {"tracking"},

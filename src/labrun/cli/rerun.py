@@ -67,8 +67,23 @@ def seed_count(text: str) -> int:
     return value
 
 
+def rerun_run_or_sweep(args: argparse.Namespace) -> dict:
+    """A sweep's id (its parent run's, or its `labrun.sweep_id`) reruns its trials
+    (`sweep.rerun`); any other id is one run's rerun (`rerun.rerun`)."""
+    from labrun.store.client import client_for
+    from labrun.store.query import find_sweep_parent
+
+    client = client_for(args.tracking_uri)
+    parent = find_sweep_parent(client, args.run_id)
+    if parent is None:
+        return rerun(args)
+    from labrun.sweep.rerun import rerun_sweep
+
+    return rerun_sweep(args, client, parent)
+
+
 def main(argv: list[str]) -> None:
-    result = rerun(parse(argv))
+    result = rerun_run_or_sweep(parse(argv))
     if "returncode" in result:  # the rerun ran in the recorded environment's own process
         raise SystemExit(result["returncode"])
     if result.get("verdict") == "DIFFERS" or result.get("counts", {}).get("DIFFERS"):

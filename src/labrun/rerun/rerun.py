@@ -40,7 +40,6 @@ from labrun.rerun.fetch import Recorded, fetch
 from labrun.rerun.locate import located
 from labrun.rerun.overrides import apply_overrides, compose_today, relocate
 from labrun.rerun.show import print_drift, print_verdict
-from labrun.rerun.sweep import find_parent, rerun_sweep
 from labrun.rerun.verdict import (
     PREDICTION_NOTE,
     exact_expected,
@@ -82,10 +81,7 @@ def rerun(args: argparse.Namespace) -> dict[str, Any]:
     from labrun.store.client import client_for
 
     client = client_for(args.tracking_uri)
-    parent = find_parent(client, args.run_id)
-    if parent is not None:
-        return rerun_sweep(args, client, parent)
-    if getattr(args, "trials", None):
+    if getattr(args, "trials", None):  # a sweep's are rerun by `sweep.rerun` (see cli/rerun.py)
         raise ConfigError(f"--trials is for a sweep, and '{args.run_id}' is not a sweep's run")
     recorded = fetch(client, args.run_id, args.allow_target)
     if getattr(args, "recorded_env", False):

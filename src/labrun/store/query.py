@@ -81,3 +81,23 @@ def rows(
         row.update({m: r.data.metrics.get(m) for m in metrics})
         out.append(row)
     return out
+
+
+def find_sweep_parent(client: MlflowClient, run_or_sweep_id: str) -> Run | None:
+    """The sweep parent named by its run id or its sweep id; None when it names neither."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_or_sweep_id)
+    except MlflowException:
+        run = None
+    if run is not None:
+        return run if run.data.tags.get("labrun.role") == "parent" else None
+    for exp in client.search_experiments():
+        found = client.search_runs(
+            [exp.experiment_id],
+            f"tags.`labrun.sweep_id` = '{run_or_sweep_id}' and tags.`labrun.role` = 'parent'",
+        )
+        if found:
+            return found[0]
+    return None

@@ -20,26 +20,6 @@ from labrun.rerun.locate import located
 VERDICTS = ("REPRODUCED", "CONSISTENT", "DIFFERS")
 
 
-def find_parent(client: Any, run_or_sweep_id: str) -> Any | None:
-    """The sweep parent named by its run id or its sweep id; None when it names neither."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = client.get_run(run_or_sweep_id)
-    except MlflowException:
-        run = None
-    if run is not None:
-        return run if run.data.tags.get("labrun.role") == "parent" else None
-    for exp in client.search_experiments():
-        found = client.search_runs(
-            [exp.experiment_id],
-            f"tags.`labrun.sweep_id` = '{run_or_sweep_id}' and tags.`labrun.role` = 'parent'",
-        )
-        if found:
-            return found[0]
-    return None
-
-
 def choose(trials: list[Any], spec: str, best_run: str | None) -> list[Any]:
     """The trials `spec` names: all (the finished ones), best, or trial numbers."""
     finished = [t for t in trials if t.info.status == "FINISHED"]
