@@ -139,3 +139,10 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new))
+
+
+def do_rerun(store: str, *argv: str) -> dict:
+    """`labrun rerun ARGV` in this process, against `store`: its result."""
+    from labrun.cli import rerun as rerun_cli
+
+    return rerun_cli.rerun(rerun_cli.parse([*argv, "--tracking-uri", store]))

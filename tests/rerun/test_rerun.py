@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from labrun.cli import rerun as rerun_cli
 from labrun.config import targets as schema
 from labrun.errors import ConfigError
 from labrun.job.train import train
@@ -19,27 +18,14 @@ from labrun.rerun import drift
 from labrun.rerun import fetch as rerun_fetch
 from labrun.rerun import overrides as rerun_overrides
 from labrun.rerun import verdict as rerun_verdict
-from tests.helpers import DATA_DIR, ROOT, TINY, labrun_env, run_labrun
+from tests.helpers import DATA_DIR, ROOT, TINY, do_rerun, labrun_env, run_labrun
 
 QUICK = [*TINY, "tracking.log_model=false"]
-
-
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """What a user's shell would hold: data and run folders for commands run in-process."""
-    monkeypatch.setenv("LABRUN_DATA_DIR", str(DATA_DIR))
-    monkeypatch.setenv("LABRUN_RUN_DIR", str(tmp_path / "here"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path / "here"
 
 
 def trained(make_cfg, *overrides: str) -> tuple[str, dict]:
     metrics = train(make_cfg(*QUICK, *overrides))
     return str(metrics["run_id"]), metrics
-
-
-def do_rerun(store: str, *argv: str) -> dict:
-    return rerun_cli.rerun(rerun_cli.parse([*argv, "--tracking-uri", store]))
 
 
 def artifact(client: MlflowClient, run_id: str, path: str, tmp: Path) -> str:

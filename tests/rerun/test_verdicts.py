@@ -15,11 +15,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from labrun.cli import rerun as rerun_cli
 from labrun.job.train import train
 from labrun.rerun import verdict as rerun_verdict
 from labrun.tracking.trajectory import ARTIFACT
-from tests.helpers import DATA_DIR, TINY, labrun_env, run_labrun
+from tests.helpers import TINY, do_rerun, labrun_env, run_labrun
 
 QUICK = [
     *(o for o in TINY if not o.startswith("+trainer.limit_train_batches")),
@@ -28,20 +27,8 @@ QUICK = [
 ]
 
 
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LABRUN_DATA_DIR", str(DATA_DIR))
-    monkeypatch.setenv("LABRUN_RUN_DIR", str(tmp_path / "here"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path / "here"
-
-
 def trained(make_cfg, *overrides: str) -> str:
     return str(train(make_cfg(*QUICK, *overrides))["run_id"])
-
-
-def do_rerun(store: str, *argv: str) -> dict:
-    return rerun_cli.rerun(rerun_cli.parse([*argv, "--tracking-uri", store]))
 
 
 def stored(client: MlflowClient, run_id: str, path: str, tmp: Path) -> dict:
