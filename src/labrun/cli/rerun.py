@@ -76,7 +76,7 @@ def rerun_run_or_sweep(args: argparse.Namespace) -> dict:
     client = client_for(args.tracking_uri)
     parent = find_sweep_parent(client, args.run_id)
     if parent is None:
-        return rerun(args)
+        return rerun(args, client)  # the store was checked once, here
     from labrun.sweep.rerun import rerun_sweep
 
     return rerun_sweep(args, client, parent)

@@ -75,12 +75,13 @@ def run_here(cfg: DictConfig, task: str, tags: dict[str, str]) -> str:
     return str(evaluate(cfg, tags=tags)["run_id"])
 
 
-def rerun(args: argparse.Namespace) -> dict[str, Any]:
+def rerun(args: argparse.Namespace, client: Any = None) -> dict[str, Any]:
     """`labrun rerun`'s whole path: fetch, drift report (stop on drift unless allowed), train
-    here or at the recorded commit, then the verdict (none for a variant)."""
+    here or at the recorded commit, then the verdict (none for a variant). `client`: one
+    already checked to answer (else one is made for `args.tracking_uri`)."""
     from labrun.store.client import client_for
 
-    client = client_for(args.tracking_uri)
+    client = client or client_for(args.tracking_uri)
     if getattr(args, "trials", None):  # a sweep's are rerun by `sweep.rerun` (see cli/rerun.py)
         raise ConfigError(f"--trials is for a sweep, and '{args.run_id}' is not a sweep's run")
     recorded = fetch(client, args.run_id, args.allow_target)
