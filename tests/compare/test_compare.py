@@ -78,7 +78,8 @@ def pooled_by_hidden_size(store: str) -> list[str]:
 def test_compare_reports_in_every_format(known_store: str, tmp_path: Path, capsys) -> None:
     base = pooled_by_hidden_size(known_store)
     text = compare(parse([*base, "--format", "csv"]))
-    assert "model.hidden_size,n,mean,std,ci_low,ci_high,p_vs_best" in text
+    assert "model.hidden_size,n,mean,std,ci_low,ci_high,delta,delta_low,delta_high" in text
+    assert "g,g_low,g_high,p_vs_best,p_holm" in text
     assert "model.dropout" not in text  # the same in every run: not a difference
     md = compare(parse([*base, "--format", "md"]))
     assert "| model.hidden_size | n | mean |" in md and "Welch" in md
@@ -105,6 +106,41 @@ def test_compare_reports_in_every_format(known_store: str, tmp_path: Path, capsy
     assert (out / "curves.png").stat().st_size > 1000
     compare(parse([*base]))
     assert "test/acc by model.hidden_size" in capsys.readouterr().out
+
+
+def test_pooled_table_gives_corrected_p_effect_sizes_and_seeds_advice(
+    known_store: str, capsys
+) -> None:
+    """A third group makes two comparisons with the best: Holm's p differs from the raw one,
+    and --seeds-needed prints the advice under the table."""
+    client = MlflowClient(known_store)
+    exp = client.get_experiment_by_name("known").experiment_id
+    for seed, acc in enumerate([0.84, 0.86, 0.85]):
+        run = client.create_run(exp, tags={"labrun.sweep_id": "known-sweep"})
+        client.log_param(run.info.run_id, "model.hidden_size", "256")
+        client.log_param(run.info.run_id, "seed", str(seed))
+        client.log_metric(run.info.run_id, "test/acc", acc)
+        client.set_terminated(run.info.run_id)
+    base = pooled_by_hidden_size(known_store)
+    text = compare(parse([*base, "--format", "csv", "--seeds-needed", "0.5%"]))
+    lines = text.splitlines()
+    pooled = [ln.split(",") for ln in lines[lines.index("# test/acc by model.hidden_size") + 1 :]]
+    header, rows = pooled[0], {row[0]: row for row in pooled[1:]}
+    col = {h: i for i, h in enumerate(header)}
+    assert list(rows) == ["128", "256", "64"]  # best first
+    raw = {h: float(rows[h][col["p_vs_best"]]) for h in ("256", "64")}
+    (low, p_low), (high, p_high) = sorted((raw[h], h) for h in raw)  # Holm by hand:
+    assert float(rows[p_low][col["p_holm"]]) == pytest.approx(2 * low, rel=2e-3)
+    assert float(rows[p_high][col["p_holm"]]) == pytest.approx(max(2 * low, high), rel=2e-3)
+    assert float(rows[p_low][col["p_holm"]]) != float(rows[p_low][col["p_vs_best"]])
+    assert float(rows["64"][col["g"]]) < -2 < float(rows["64"][col["g_high"]]) + 2
+    compare(parse([*base, "--seeds-needed", "0.5%"]))
+    out = capsys.readouterr().out
+    assert "seeds needed (test/acc, 80% power, 5% two-sided):" in out
+    assert "3 seeds per group cannot tell 256 from 128 at a difference of 0.005" in out
+    boot = compare(parse([*base, "--format", "csv", "--ci", "bootstrap"]))
+    assert "percentile bootstrap" in compare(parse([*base, "--format", "md", "--ci", "bootstrap"]))
+    assert boot != text
 
 
 def test_compare_two_runs_shows_config_metric_and_provenance_diffs(known_store: str) -> None:
@@ -212,9 +248,11 @@ def test_html_report_tables_hold_the_runs_values_and_differences(
     parsed.feed((grouped / "compare.html").read_text())
     runs_table, pooled = parsed.tables
     assert {row[0] for row in runs_table[1:]} == {f"h{h}-s{s}" for h in KNOWN for s in range(3)}
-    assert pooled[0] == ["model.hidden_size", "n", "mean", "std", "ci_low", "ci_high", "p_vs_best"]
+    assert pooled[0][:6] == ["model.hidden_size", "n", "mean", "std", "ci_low", "ci_high"]
+    assert pooled[0][-2:] == ["p_vs_best", "p_holm"]
     by_size = {row[0]: row for row in pooled[1:]}
     assert by_size["128"][1:3] == ["3", f"{sum(KNOWN['128']) / 3:.4g}"]
     assert by_size["64"][1:3] == ["3", f"{sum(KNOWN['64']) / 3:.4g}"]
-    assert by_size["128"][6] == ""  # the best group is not tested against itself
-    assert float(by_size["64"][6]) < 0.05
+    assert by_size["128"][-2] == ""  # the best group is not tested against itself
+    assert float(by_size["64"][-2]) < 0.05
+    assert by_size["64"][-1] == by_size["64"][-2]  # one comparison: Holm changes nothing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from labrun.compare.diff import pair_diff
 from labrun.compare.plots import plot_curves, plot_parallel, plot_scatter
 from labrun.compare.render import Section, print_rich, render
 from labrun.compare.select import pick_metrics, select
-from labrun.compare.stats import TEST_NOTE, group_stats
+from labrun.compare.stats import BOOTSTRAP_NOTE, TEST_NOTE, group_stats, seeds_advice
 from labrun.errors import LabrunError
 from labrun.store.client import client_for
 from labrun.store.query import differing_params, rows, run_label
@@ -33,11 +34,14 @@ def compare(args: argparse.Namespace) -> str:
         sections = [(f"{len(runs)} runs", header, [[r[h] for h in header] for r in table])]
     note = ""
     if args.group_by:
-        sections += group_sections(runs, args.group_by, metrics)
-        note = TEST_NOTE
+        pooled, advice = group_sections(runs, args.group_by, metrics, args.ci, args.seeds_needed)
+        sections += pooled
+        note = "\n".join(
+            [*advice, TEST_NOTE, *([BOOTSTRAP_NOTE] if args.ci == "bootstrap" else [])]
+        )
     figures = make_figures(client, runs, params, metrics, args.plot)
     if args.format == "table" and not args.output:
-        print_rich(sections, note)
+        print_rich([compact(s) if s[1][-1] == "p_holm" else s for s in sections], note)
         return ""
     fmt = "md" if args.format == "table" else args.format
     text = render(fmt, sections, figures, note)
@@ -74,18 +78,68 @@ def pair_sections(client: Any, a: Any, b: Any, metrics: list[str]) -> list[Secti
     return sections
 
 
-def group_sections(runs: list[Any], keys: list[str], metrics: list[str]) -> list[Section]:
-    """One pooled table per metric: the runs that share the values of `keys` (seeds) pooled."""
+GROUP_HEADER = ["n", "mean", "std", "ci_low", "ci_high"]
+VERSUS_HEADER = ["delta", "delta_low", "delta_high", "g", "g_low", "g_high", "p_vs_best", "p_holm"]
+LOWER_IS_BETTER = ("loss", "fid", "kid", "kl", "error", "perplexity")
+
+
+def group_sections(
+    runs: list[Any],
+    keys: list[str],
+    metrics: list[str],
+    ci: str = "t",
+    seeds_delta: float | None = None,
+) -> tuple[list[Section], list[str]]:
+    """One pooled table per metric (the runs that share the values of `keys`, i.e. seeds,
+    pooled; each group against the best), and the seeds-needed advice for the first metric."""
     unknown = [k for k in keys if all(k not in r.data.params for r in runs)]
     if unknown:
         raise LabrunError(f"--group-by {unknown[0]}: no selected run has that param")
     sections: list[Section] = []
-    header = [*keys, "n", "mean", "std", "ci_low", "ci_high", "p_vs_best"]
+    advice: list[str] = []
+    header = [*keys, *GROUP_HEADER, *VERSUS_HEADER]
     for metric in metrics:
-        groups = group_stats(runs, keys, metric)
+        groups = group_stats(runs, keys, metric, maximize=not lower_is_better(metric), ci=ci)
         title = f"{metric} by {', '.join(keys)}"
         sections.append((title, header, [[g[h] for h in header] for g in groups]))
-    return sections
+        if seeds_delta is not None and not advice:
+            advice = [f"seeds needed ({metric}, 80% power, 5% two-sided):"]
+            advice += seeds_advice(groups, keys, seeds_delta)
+    return sections, advice
+
+
+def compact(section: Section) -> Section:
+    """A pooled table narrow enough for a terminal: an interval in one cell beside its value."""
+    title, header, body = section
+    keys = header[: header.index("n")]
+    at = {h: i for i, h in enumerate(header)}
+
+    def span(row: list[Any], value: str, low: str, high: str) -> str:
+        if row[at[value]] is None or math.isnan(row[at[value]]):
+            return ""
+        return f"{row[at[value]]:.3g} [{row[at[low]]:.3g}, {row[at[high]]:.3g}]"
+
+    rows = [
+        [
+            *row[: len(keys)],
+            row[at["n"]],
+            f"{row[at['mean']]:.4g} ± {row[at['std']]:.2g}",
+            span(row, "mean", "ci_low", "ci_high").split(" ", 1)[-1],
+            span(row, "delta", "delta_low", "delta_high"),
+            span(row, "g", "g_low", "g_high"),
+            row[at["p_vs_best"]],
+            row[at["p_holm"]],
+        ]
+        for row in body
+    ]
+    head = [*keys, "n", "mean ± std", "95% CI", "delta vs best [CI]", "g [CI]", "p", "p Holm"]
+    return title, head, rows
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether the best group of `metric` is the lowest: losses, FID/KID, KL, errors."""
+    name = metric.rsplit("/", 1)[-1].lower()
+    return any(word in name for word in LOWER_IS_BETTER)
 
 
 def make_figures(
