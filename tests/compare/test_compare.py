@@ -102,7 +102,7 @@ def test_compare_reports_in_every_format(known_store: str, tmp_path: Path, capsy
         )
     )
     page = (out / "compare.html").read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4  # curves, pooled curves, parallel, scatter
     assert (out / "curves.png").stat().st_size > 1000
     compare(parse([*base]))
     assert "test/acc by model.hidden_size" in capsys.readouterr().out
@@ -231,13 +231,13 @@ def test_html_report_tables_hold_the_runs_values_and_differences(
     page = (out / "compare.html").read_text()
     parsed = Tables()
     parsed.feed(page)
-    (runs,) = parsed.tables
+    runs, differs = parsed.tables
     header, *rows = runs
-    assert header == ["run", "status", "model.note", "test/acc"]  # model.same: no difference
-    assert sorted(rows) == [
-        ["a<b>", "FINISHED", "<i>x</i>", "0.5"],
-        ["c&d", "FINISHED", "plain", "0.75"],
-    ]
+    assert header == ["run", "status", "test/acc"]  # what a reader came for, first
+    assert sorted(rows) == [["a<b>", "FINISHED", "0.5"], ["c&d", "FINISHED", "0.75"]]
+    header, *rows = differs
+    assert header == ["run", "model.note"]  # model.same: no difference
+    assert sorted(rows) == [["a<b>", "<i>x</i>"], ["c&d", "plain"]]
     assert "i" not in parsed.tags and "b" not in parsed.tags  # values are text, never markup
     assert "a&lt;b&gt;" in page and "c&amp;d" in page
 
@@ -246,7 +246,7 @@ def test_html_report_tables_hold_the_runs_values_and_differences(
     compare(parse([*base, "--format", "html", "-o", str(grouped)]))
     parsed = Tables()
     parsed.feed((grouped / "compare.html").read_text())
-    runs_table, pooled = parsed.tables
+    runs_table, _, pooled = parsed.tables
     assert {row[0] for row in runs_table[1:]} == {f"h{h}-s{s}" for h in KNOWN for s in range(3)}
     assert pooled[0][:6] == ["model.hidden_size", "n", "mean", "std", "ci_low", "ci_high"]
     assert pooled[0][-2:] == ["p_vs_best", "p_holm"]

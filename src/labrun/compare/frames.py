@@ -66,7 +66,8 @@ def compare(
     **selection_options: Any,
 ) -> Any:
     """Without `group_by`: one row per run, the params that differ and the metrics. With it:
-    one row per group and metric, seeds pooled (n, mean, std, 95% CI, Welch's p vs the best)."""
+    one row per group and metric, seeds pooled (n, mean, std, 95% CI, and against the best:
+    the difference and Hedges' g with their CIs, Welch's p and Holm's corrected p)."""
     import pandas as pd
 
     _, found = selection(runs, **selection_options)
@@ -75,7 +76,7 @@ def compare(
     if not keys:
         return runs_frame(found, differing_params(found), metrics)
     frames = []
-    sections = group_sections(found, keys, metrics)
+    sections, _ = group_sections(found, keys, metrics)
     for (_title, header, table), name in zip(sections, metrics, strict=True):
         frame = pd.DataFrame(table, columns=header)
         frame.insert(0, "metric", name)

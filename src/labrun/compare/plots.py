@@ -14,13 +14,42 @@ def plot_curves(client: Any, runs: Sequence[Any], metric: str) -> Any:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for r in runs:
         history = sorted(client.get_metric_history(r.info.run_id, metric), key=lambda m: m.step)
-        if history:
-            ax.plot([m.step for m in history], [m.value for m in history], label=run_label(r))
+        if history:  # markers: a run with one point is a dot, not an empty plot
+            steps, values = [m.step for m in history], [m.value for m in history]
+            ax.plot(steps, values, marker="o", markersize=3, label=run_label(r))
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} over training")
     if len(runs) <= 12:
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pooled_curves(client: Any, runs: Sequence[Any], keys: Sequence[str], metric: str) -> Any:
+    """One curve per group of seeds: the mean at each step, and a band of one std."""
+    import numpy as np
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    groups: dict[tuple, list[dict[int, float]]] = {}
+    for r in runs:
+        history = {m.step: m.value for m in client.get_metric_history(r.info.run_id, metric)}
+        if history:
+            groups.setdefault(tuple(r.data.params.get(k) for k in keys), []).append(history)
+    for key, curves in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        steps = sorted(set.intersection(*(set(c) for c in curves)))  # steps every seed logged
+        if not steps:
+            continue
+        values = np.array([[c[s] for s in steps] for c in curves])
+        mean, std = values.mean(axis=0), values.std(axis=0, ddof=1 if len(curves) > 1 else 0)
+        label = f"{', '.join(map(str, key))} (n={len(curves)})"
+        ax.plot(steps, mean, marker="o", markersize=3, label=label)
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: mean of the seeds, band: one std")
+    ax.legend(fontsize=7, title=", ".join(keys), title_fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from labrun.compare.diff import pair_diff
-from labrun.compare.plots import plot_curves, plot_parallel, plot_scatter
-from labrun.compare.render import Section, print_rich, render
+from labrun.compare.plots import plot_curves, plot_parallel, plot_pooled_curves, plot_scatter
+from labrun.compare.render import Section, png_bytes, print_rich, render
 from labrun.compare.select import pick_metrics, select
 from labrun.compare.stats import BOOTSTRAP_NOTE, TEST_NOTE, group_stats, seeds_advice
 from labrun.errors import LabrunError
@@ -29,9 +29,7 @@ def compare(args: argparse.Namespace) -> str:
     if len(args.runs) == 2 and not args.group_by:
         sections = pair_sections(client, runs[0], runs[1], metrics)
     else:
-        table = rows(runs, params, metrics)
-        header = ["run", "status", *params, *metrics]
-        sections = [(f"{len(runs)} runs", header, [[r[h] for h in header] for r in table])]
+        sections = run_sections(runs, params, metrics)
     note = ""
     if args.group_by:
         pooled, advice = group_sections(runs, args.group_by, metrics, args.ci, args.seeds_needed)
@@ -39,7 +37,9 @@ def compare(args: argparse.Namespace) -> str:
         note = "\n".join(
             [*advice, TEST_NOTE, *([BOOTSTRAP_NOTE] if args.ci == "bootstrap" else [])]
         )
-    figures = make_figures(client, runs, params, metrics, args.plot)
+    figures = make_figures(client, runs, params, metrics, args.plot, args.group_by)
+    if args.sweep and args.format == "html":
+        figures.update(search_figures(client, args.sweep))
     if args.format == "table" and not args.output:
         print_rich([compact(s) if s[1][-1] == "p_holm" else s for s in sections], note)
         return ""
@@ -49,12 +49,40 @@ def compare(args: argparse.Namespace) -> str:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         for name, fig in figures.items():
-            fig.savefig(out / f"{name}.png")
+            (out / f"{name}.png").write_bytes(png_bytes(fig))
         (out / f"compare.{fmt}").write_text(text)
         print(f"wrote {out / f'compare.{fmt}'}")
     else:
         sys.stdout.write(text)
     return text
+
+
+def run_sections(runs: list[Any], params: list[str], metrics: list[str]) -> list[Section]:
+    """What a reader came for first: each run with its objective and metrics, best first;
+    then only the params that differ between them."""
+    objective = objective_of(runs)
+    shown = [m for m in ([objective] if objective else []) if m not in metrics] + metrics
+    table = rows(runs, params, shown)
+    if objective:
+        sign = -1 if lower_is_better(objective) else 1
+        table.sort(key=lambda r: -sign * r[objective] if r[objective] is not None else math.inf)
+    header = ["run", "status", *shown]
+    sections: list[Section] = [
+        (f"{len(runs)} runs", header, [[r[h] for h in header] for r in table])
+    ]
+    if params:
+        sections.append(
+            ("what differs", ["run", *params], [[r["run"], *(r[p] for p in params)] for r in table])
+        )
+    return sections
+
+
+def objective_of(runs: list[Any]) -> str | None:
+    """The objective metric the runs share (`objective.metric`), when they logged it."""
+    named = {r.data.params.get("objective.metric") for r in runs} - {None}
+    if len(named) == 1 and any(m in r.data.metrics for r in runs for m in named):
+        return named.pop()
+    return None
 
 
 def pair_sections(client: Any, a: Any, b: Any, metrics: list[str]) -> list[Section]:
@@ -143,7 +171,12 @@ def lower_is_better(metric: str) -> bool:
 
 
 def make_figures(
-    client: Any, runs: list[Any], params: list[str], metrics: list[str], kinds: list[str]
+    client: Any,
+    runs: list[Any],
+    params: list[str],
+    metrics: list[str],
+    kinds: list[str],
+    group_by: list[str] | None = None,
 ) -> dict[str, Any]:
     figures = {}
     for kind in kinds:
@@ -152,8 +185,27 @@ def make_figures(
             logged = ("val/acc", "val/fid", "train/loss_step")
             curve = next((m for m in logged if any(m in r.data.metrics for r in runs)), metric)
             figures["curves"] = plot_curves(client, runs, curve)
+            if group_by:
+                figures["pooled curves"] = plot_pooled_curves(client, runs, group_by, curve)
         elif kind == "scatter":
             figures["scatter"] = plot_scatter(runs, params, metric)
         else:
             figures["parallel"] = plot_parallel(runs, params, metric)
     return figures
+
+
+def search_figures(client: Any, sweep: str) -> dict[str, bytes]:
+    """The plots a search stored on its parent run (hyperparameter importance, the trials)."""
+    from labrun.store.query import find_sweep_parent
+
+    parent = find_sweep_parent(client, sweep)
+    if parent is None:
+        return {}
+    found = {}
+    stored = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in (("importance", "sweep/importance.png"), ("trials", "sweep/trials.png")):
+            if path in stored:
+                local = client.download_artifacts(parent.info.run_id, path, tmp)
+                found[name] = Path(local).read_bytes()
+    return found
