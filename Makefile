@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install train test lint format ui server server-stop slurm slurm-stop slurm-packages bench clean
+.PHONY: install train test lint format ui dashboard server server-stop slurm slurm-stop slurm-packages browser-packages bench clean
 PG_PORT ?= 5433
 
 install: $(STAMP)
@@ -41,7 +41,7 @@ train: install
 # (xdist would order them by their number of tests, and the long SLURM file would run last).
 # The SLURM tests start a one-node cluster (tests/sweep/test_slurm.py); its packages come first.
 PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=25
-test: install slurm-packages
+test: install slurm-packages browser-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -60,6 +60,13 @@ bench: install
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/runs/mlflow.db}" \
 		--host $(HOST) --port $(PORT)
+
+# optuna-dashboard over the searches' study storage (labrun sweep's default: runs/optuna.db;
+# OPTUNA_STORAGE=postgresql+psycopg2://... for a team's), on $(HOST):$(DASHBOARD_PORT).
+DASHBOARD_PORT ?= 8080
+dashboard: install
+	$(BIN)/optuna-dashboard --host $(HOST) --port $(DASHBOARD_PORT) \
+		"$${OPTUNA_STORAGE:-sqlite:///$(CURDIR)/runs/optuna.db}"
 
 # A team tracking server: PostgreSQL (installed here if missing and apt-get can) and an MLflow
 # server on it with proxied artifacts, both on $(HOST); data in runs/server/.
@@ -88,6 +95,16 @@ slurm-packages:
 		  { apt-get install -y -q $(SLURM_PACKAGES) >/dev/null 2>&1 || \
 		    { apt-get update -q >/dev/null && apt-get install -y -q $(SLURM_PACKAGES) >/dev/null; }; }; } || \
 		echo "SLURM is not installed and cannot be here (apt-get install $(SLURM_PACKAGES), as root): its tests will say so"
+
+# Debian's headless Chromium and its driver: the HTML report is checked in a real browser
+# (tests/compare/test_report_browser.py, through Selenium pointed at these two).
+BROWSER_PACKAGES := chromium chromium-driver
+browser-packages:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		  { apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+		    { apt-get update -q >/dev/null && apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null; }; }; } || \
+		echo "Chromium is not installed and cannot be here (apt-get install $(BROWSER_PACKAGES), as root): its test will say so"
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache dist build

@@ -278,6 +278,11 @@ PREFLIGHT = [
         "'hparams_search.n_trials' must be an int >= 1, got 0",
     ),
     (
+        "sweep-negative-timeout",
+        ["sweep", "hparams_search=trec_optuna", "hparams_search.timeout=-5"],
+        "'hparams_search.timeout' must be seconds > 0 (or null: no limit), got -5",
+    ),
+    (
         "sweep-workers-0",
         ["sweep", "hparams_search=trec_optuna", "--workers", "0"],
         "--workers must be >= 1, got 0",
@@ -293,6 +298,11 @@ PREFLIGHT = [
         "'hparams_search.pruner.type' must be one of median, none",
     ),
     ("sweep-unknown-space", ["sweep", "hparams_search=nope"], "nope"),
+    (
+        "sweep-unknown-recipe",
+        ["sweep", "experiment=nope", "hparams_search=trec_optuna"],
+        "Could not find 'experiment/nope'",
+    ),
     (
         "sweep-store",
         ["sweep", "hparams_search=trec_optuna", "tracking.uri=foo://bar"],
@@ -367,6 +377,18 @@ PREFLIGHT = [
         ["compare", "--format", "pdf"],
         "argument --format: invalid choice: 'pdf'",
     ),
+    (
+        "compare-seeds-needed-zero",
+        ["compare", "--seeds-needed", "0"],
+        "argument --seeds-needed: must be a difference above 0, got '0'",
+    ),
+    (
+        "compare-seeds-needed-text",
+        ["compare", "--seeds-needed", "half"],
+        "argument --seeds-needed: 'half' is not a number (e.g. 0.005 or 0.5%)",
+    ),
+    ("compare-bad-ci", ["compare", "--ci", "normal"], "argument --ci: invalid choice: 'normal'"),
+    ("register-no-name", ["register", "abc"], "the following arguments are required: --name"),
     ("new-bad-name", ["new", "My-Lab"], "'My-Lab' cannot name a Python package"),
     ("new-no-name", ["new"], "labrun new: the following arguments are required: name"),
     ("server-bad-verb", ["server", "reboot"], "labrun server"),
@@ -792,6 +814,18 @@ VARIANTS = [
     ("rerun-trials-of-a-run", ["rerun", "{id}", "--trials", "best"], "is not a sweep's run"),
     ("eval-bad-value", ["eval", "run_id={id}", "model.dropout=2"], "'model.dropout' must be in"),
     ("eval-unknown-run", ["eval", f"run_id={'f' * 32}"], "no run '" + "f" * 32),
+    (
+        "register-no-model",
+        ["register", "{id}", "--name", "trec"],
+        "logged no model (it ran with tracking.log_model=false",
+    ),
+    ("register-bad-name", ["register", "{id}", "--name", "my model"], "cannot name a registered"),
+    (
+        "register-bad-alias",
+        ["register", "{id}", "--name", "m", "--alias", "v2"],
+        "cannot be an alias",
+    ),
+    ("register-unknown-run", ["register", "f" * 32, "--name", "m"], "no run '" + "f" * 32),
 ]
 
 

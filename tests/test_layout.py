@@ -35,7 +35,7 @@ LAYERS = [
     {"data"},
     {"config"},
     # small shared modules
-    {"contracts", "errors", "files", "tables", "moved", "callable", "version", "environ"},
+    {"contracts", "errors", "files", "tables", "moved", "callable", "version", "environ", "quiet"},
 ]
 RANK = {room: i for i, layer in enumerate(LAYERS) for room in layer}
 SHARED = LAYERS[-1]

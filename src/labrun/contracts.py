@@ -44,6 +44,14 @@ class DataModule(Protocol):
 
 
 @runtime_checkable
+class NamesSplitFiles(Protocol):
+    """A datamodule that says which of its files each split was read from (the run's MLflow
+    datasets); without it, every split names all the files in `fingerprint`."""
+
+    def split_files(self) -> dict[str, list[str]]: ...
+
+
+@runtime_checkable
 class ResumableData(Protocol):
     """A datamodule whose training order can restart part-way (exact `labrun resume`)."""
 

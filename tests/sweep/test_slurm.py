@@ -113,11 +113,16 @@ def test_a_ddp_sweep_on_slurm_is_labrun_runs(slurm: Path, tmp_path: Path, store:
         job = f"{run.data.tags['labrun.slurm.array_job_id']}_"
         job += run.data.tags["labrun.slurm.array_task_id"]
         assert {f"slurm/{job}_{t}_log.{k}" for t in (0, 1) for k in ("out", "err")} <= logs
-        rank1 = Path(
-            client.download_artifacts(run.info.run_id, f"slurm/{job}_1_log.err", str(tmp_path))
+        rank1 = "".join(
+            Path(
+                client.download_artifacts(
+                    run.info.run_id, f"slurm/{job}_1_log.{kind}", str(tmp_path)
+                )
+            ).read_text()
+            for kind in ("out", "err")
         )
         # the second rank is SLURM's task 1, in its own process: not relaunched by Lightning
-        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in rank1.read_text()
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in rank1
 
 
 def job_state(store: str) -> tuple[str, str, str, int] | None:

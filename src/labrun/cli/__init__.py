@@ -26,6 +26,7 @@ commands:
   rerun RUN_ID [OVERRIDES]
                         train a stored run again: drift report, then REPRODUCED or DIFFERS
   resume RUN_ID         continue a killed or crashed run from its newest checkpoint
+  register ID --name N  a run's model (or a sweep's best trial's) in MLflow's registry, @best
   runs [--stale]        the runs in the store; --stale closes runs whose process is gone
   server start|stop     a team tracking server (PostgreSQL + MLflow) on this machine
   slurm start|stop      a one-node SLURM cluster on this machine, to try and test sweeps on
@@ -204,6 +205,12 @@ def _resume(argv: list[str]) -> None:
     resume.main(argv)
 
 
+def _register(argv: list[str]) -> None:
+    from labrun.cli import register
+
+    register.main(argv)
+
+
 def _runs(argv: list[str]) -> None:
     from labrun.cli import runs
 
@@ -233,6 +240,7 @@ VERBS: dict[str, Callable[[list[str]], None]] = {
     "compare": _compare,
     "rerun": _rerun,
     "resume": _resume,
+    "register": _register,
     "runs": _runs,
     "server": _server,
     "slurm": _slurm,
@@ -250,6 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     verb, rest = args[0], args[1:]
     if verb not in VERBS:
         fail(f"unknown command '{verb}'; use one of: {', '.join(VERBS)}")
+    from labrun.quiet import quiet
+
+    quiet()
     if verb not in HYDRA_VERBS:  # the same log format as Hydra gives the tasks
         logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         log.setLevel(logging.INFO)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import contextvars
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -137,6 +138,17 @@ class OneOf:
         return None if value in self.choices else "one of " + ", ".join(map(repr, self.choices))
 
 
+@dataclass(frozen=True)
+class Matches:
+    """A string (or null) matching a pattern: a name another system will refuse otherwise."""
+
+    pattern: str
+    says: str
+
+    def check(self, value: Any) -> str | None:
+        return None if value is None or re.fullmatch(self.pattern, str(value)) else self.says
+
+
 DIRECTIONS = {"maximize": "max", "minimize": "min"}  # objective.direction -> callbacks' mode
 
 # Root keys of every task (labrun.config.schema), by dotted key.
@@ -146,6 +158,10 @@ ROOT: dict[str, Any] = {
     "objective.direction": OneOf(tuple(DIRECTIONS)),
     "tracking.connect_timeout_s": Gt(0),
     "tracking.fingerprint_every": Ge(0),
+    "tracking.system_metrics_s": Ge(0),
+    "tracking.register_as": Matches(
+        r"[A-Za-z0-9][A-Za-z0-9_.\-]*", "a registered model's name: letters, digits, '_', '-', '.'"
+    ),
 }
 
 

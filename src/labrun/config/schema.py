@@ -34,6 +34,8 @@ class TrackingConfig:
     log_model: bool = True
     connect_timeout_s: float = 10.0
     fingerprint_every: int = 50  # parameter checksum every N training steps (0: at start only)
+    system_metrics_s: float = 10.0  # CPU/memory/GPU sampled every N s while training (0: off)
+    register_as: Optional[str] = None  # noqa: UP045 - registered model for the run (a sweep: its best)
 
 
 @dataclass

@@ -228,6 +228,16 @@ class ImageDataModule(SplitDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def split_files(self) -> dict[str, list[str]]:
+        """The idx files each split was read from: val is cut from the train files."""
+
+        def of(source: str) -> list[str]:
+            return sorted(
+                k for k in self.fingerprint if Path(k).name.split(".")[0] in SPLIT_FILES[source]
+            )
+
+        return {"train": of("train"), "val": of("train"), "test": of("test")}
+
     def model_kwargs(self) -> dict[str, int]:
         channels, height, width = self.image_shape
         if height != width:

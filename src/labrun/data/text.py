@@ -348,6 +348,12 @@ class TextClassificationData(SplitDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def split_files(self) -> dict[str, list[str]]:
+        """The file(s) each split was read from: a split cut from train names train's."""
+        if self.format == "per_class":
+            return {split: sorted(self.class_files.values()) for split in SPLITS}
+        return {split: [self.files.get(split, self.files["train"])] for split in SPLITS}
+
     def model_kwargs(self) -> dict[str, int]:
         """What a model needs to know about this data to be built."""
         return {"vocab_size": self.vocab_size, "num_classes": self.num_classes}

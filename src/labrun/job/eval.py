@@ -16,6 +16,7 @@ from labrun.errors import ConfigError, TrackingError
 from labrun.job import determinism
 from labrun.job.build import build, build_trainer
 from labrun.job.checks import check_model_kwargs
+from labrun.quiet import quiet
 from labrun.tracking.record import (
     open_run,
     record_config,
@@ -46,6 +47,7 @@ def evaluate(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, A
     """Test `cfg.run_id`'s best checkpoint (or `cfg.ckpt_path`); returns metrics and `run_id`."""
     if not cfg.run_id and not cfg.ckpt_path:
         raise ConfigError("eval needs run_id=<MLflow run id> or ckpt_path=<checkpoint file>")
+    quiet()  # after Hydra set up logging: Lightning's lines join it
     determinism.apply(cfg.seed, cfg.threads)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_path = Path(cfg.ckpt_path) if cfg.ckpt_path else None

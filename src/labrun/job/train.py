@@ -16,8 +16,10 @@ from labrun.contracts import DataModule, Exports, Prepares, require
 from labrun.job import determinism, ranks
 from labrun.job.build import build, build_trainer
 from labrun.job.checks import check_model_kwargs, optional_hooks
+from labrun.quiet import quiet
 from labrun.resume import requeue
 from labrun.resume.state import ResumableState
+from labrun.tracking import system
 from labrun.tracking.logger import RunLogger
 from labrun.tracking.record import (
     open_run,
@@ -47,6 +49,7 @@ def train(
     already recorded, metrics go on from the last stored step, and this process's provenance is
     added beside the original's. Returns the final metrics and `run_id`.
     """
+    quiet()  # after Hydra set up logging: Lightning's lines join it
     check_targets(cfg)
     determinism.apply(cfg.seed, cfg.threads)
     leader = ranks.is_rank_zero()  # other DDP ranks train too, but record nothing
@@ -79,20 +82,33 @@ def train(
         if leader and trainer.world_size > 1:
             os.environ[ranks.RUN_ID_ENV] = run.run_id
             ranks.relaunch_this_job(cfg)
-        metrics, checkpoints = fit_and_test(trainer, model, dm, cfg, run)
+        with system.sampling(run.run_id, cfg.tracking.uri, system.every_s(cfg, leader)):
+            metrics, checkpoints = fit_and_test(trainer, model, dm, cfg, run)
         if not leader:
             return metrics
         if not any(isinstance(lg, RunLogger) for lg in trainer.loggers):  # else streamed already
-            run.log_metrics(
-                {k: v for k, v in metrics.items() if k.startswith("test/")},
-                step=trainer.global_step,
-            )
+            tested = {k: v for k, v in metrics.items() if k.startswith("test/")}
+            run.log_metrics(tested, step=trainer.global_step)
         run.raise_if_signalled()
         record_numerics(run, trajectory, first_process=not resume_run_id)
         exported = model.export(dm) if isinstance(model, Exports) else None
         record_results(run, cfg, checkpoints, model, dm, metrics, exported)
+        register_run(run, cfg, tags or {})
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
         return {**metrics, "run_id": run.run_id}
+
+
+def register_run(run: Any, cfg: DictConfig, tags: dict[str, str]) -> None:
+    """tracking.register_as: this run's model as the next version of that registered model,
+    alias best. Not a sweep's trial (the sweep registers its best) nor a rerun (it checks a
+    run and publishes nothing)."""
+    from labrun.store.registry import register
+
+    name = cfg.tracking.get("register_as")
+    if not name or {"labrun.trial", "labrun.rerun_of"} & set(tags):
+        return
+    version = register(run.client, run.run_id, name)
+    log.info("registered %s version %s (alias best)", name, version.version)
 
 
 def record_start(run: Any, cfg: DictConfig, resume_run_id: str | None) -> None:

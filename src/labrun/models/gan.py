@@ -107,6 +107,8 @@ class GeneratorSampler(nn.Module):
         super().__init__()
         self.generator = generator.eval()
         self.latent_dim = latent_dim
+        # MLflow's input example: two latent vectors in, two images out (its signature)
+        self.input_example = torch.randn(2, latent_dim, generator=torch.Generator().manual_seed(0))
 
     @torch.no_grad()
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -44,4 +44,7 @@ class ImageClassifier(Classifier):
     def export(self, datamodule: Any) -> nn.Module:
         import copy
 
-        return copy.deepcopy(self.net).cpu().eval()
+        net = copy.deepcopy(self.net).cpu().eval()
+        channels, size = self.hparams.get("channels", 1), self.hparams.get("image_size", 28)
+        net.input_example = torch.zeros(1, channels, size, size)  # MLflow's signature: images in
+        return net

@@ -15,6 +15,9 @@ class TextClassifierPipeline(nn.Module):
     `preprocessor` is the one used in training (cleaning, tokenizer, vocabulary).
     """
 
+    # what MLflow stores as the model's input example (its signature: strings in, logits out)
+    input_example = ["How far is it from Denver to Aspen ?", "a gripping , funny film"]
+
     def __init__(self, net: nn.Module, preprocessor: Any, class_names: list[str]) -> None:
         super().__init__()
         self.net = net

@@ -70,10 +70,18 @@ def get_runs(client: MlflowClient, run_ids: Iterable[str]) -> list[Run]:
     return [get_run(client, run_id) for run_id in run_ids]
 
 
+# MLflow's UI opens an experiment by its kind; without one it guesses GenAI (a Traces page).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
-    """The id of experiment `name`, created with artifacts under `artifact_root/name` if new."""
+    """The id of experiment `name`, created with artifacts under `artifact_root/name` if new;
+    marked as model training for MLflow's UI (an older labrun experiment gets the mark too)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if not any(k in exp.tags for k in EXPERIMENT_KIND):  # a user's own kind is kept
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     location = (Path(artifact_root) / name).resolve().as_uri() if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)

@@ -17,6 +17,7 @@ from labrun.sweep.parent import (
     child_tags,
     open_parent,
     read_parent_file,
+    register_tag,
     summarize,
     write_parent_file,
 )
@@ -104,6 +105,7 @@ class MultirunParent(Callback):
                 "labrun.objective": str(config.objective.metric),
                 "labrun.direction": str(config.objective.direction),
                 "labrun.sweep_dir": str(sweep_dir.resolve()),
+                **register_tag(config),
             }
         )
         resumed = sweep_id is not None

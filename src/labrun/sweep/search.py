@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from labrun.config.compose import compose_task, preflight
 from labrun.errors import ConfigError, SweepFailed
 from labrun.job.train import train
 from labrun.store.places import check_run_places
-from labrun.sweep.parent import child_tags, open_parent, summarize
+from labrun.sweep.importance import print_importance, record_importance
+from labrun.sweep.parent import child_tags, open_parent, register_tag, summarize
 from labrun.sweep.space import check_search, suggest
 from labrun.sweep.status import JOBS_TAG
 
@@ -100,7 +102,15 @@ def run_trials(
 
     raised = []
     hs = base.hparams_search
+    deadline = time.time() + hs.timeout if hs.get("timeout") else math.inf
     while _count(study, (*DONE, "RUNNING")) < hs.n_trials:
+        if time.time() >= deadline:  # a trial under way finishes; no new one starts
+            log.warning(
+                "hparams_search.timeout (%s s) reached after %d trials: no new trial starts",
+                hs.timeout,
+                _count(study, DONE),
+            )
+            break
         trial = study.ask()
         out = Path(base.paths.run_dir) / "sweep" / sweep_id / f"trial_{trial.number:04d}"
         try:
@@ -173,7 +183,7 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
         sweep_id,
         "optuna",
         OmegaConf.to_yaml({"overrides": overrides, "hparams_search": hs}),
-        {JOBS_TAG: str(hs.n_trials)},
+        {JOBS_TAG: str(hs.n_trials), **register_tag(base)},
     )
     if worker is not None:
         if raised := run_trials(overrides, base, study, parent, sweep_id):
@@ -197,6 +207,9 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
     if dead:  # every worker has ended: what is still RUNNING belonged to a dead one
         close_dead_trials(study, t.uri, t.experiment, sweep_id)
     summary = summarize(t.uri, parent, sweep_id, base.objective.metric, base.objective.direction)
+    if found := record_importance(MlflowClient(t.uri), parent, study, base.objective.metric):
+        print_importance(found, base.objective.metric)
+    summary["importance"] = found
     best = summary["best"]
     print(
         f"sweep {sweep_id}: {summary['trials']} trials ({summary['failed']} failed) in "

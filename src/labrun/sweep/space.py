@@ -43,6 +43,13 @@ def check_search(base: DictConfig, overrides: list[str], workers: int = 1) -> in
     n_trials = hs.get("n_trials")
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         raise ConfigError(f"'hparams_search.n_trials' must be an int >= 1, got {n_trials!r}")
+    timeout = hs.get("timeout")
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0
+    ):
+        raise ConfigError(
+            f"'hparams_search.timeout' must be seconds > 0 (or null: no limit), got {timeout!r}"
+        )
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if hs.sampler.type not in SAMPLERS:

@@ -143,7 +143,10 @@ def snapshot_git_state(root: Path) -> dict[str, Any] | None:
     for marker in Path(folder).glob(f"*/{SNAPSHOT_MARKER}"):
         recorded = json.loads(marker.read_text())
         if recorded.get("repo") and Path(recorded["repo"]).resolve() == root.resolve():
-            return {k: recorded.get(k) for k in ("commit", "dirty", "diff", "untracked")}
+            return {
+                k: recorded.get(k)
+                for k in ("commit", "branch", "remote", "dirty", "diff", "untracked")
+            }
     return None
 
 

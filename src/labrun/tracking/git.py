@@ -21,11 +21,22 @@ def git_state(root: Path) -> dict[str, Any]:
     """Commit, dirty flag and the diff against it (untracked files listed by name)."""
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
-        return {"commit": None, "dirty": None, "diff": "", "untracked": []}
+        return {
+            "commit": None,
+            "branch": None,
+            "remote": None,
+            "dirty": None,
+            "diff": "",
+            "untracked": [],
+        }
     status = _git(root, "status", "--porcelain", "--untracked-files=all") or ""
     untracked = [line[3:] for line in status.splitlines() if line.startswith("??")]
+    branch = (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
+    remote = (_git(root, "config", "--get", "remote.origin.url") or "").strip()
     return {
         "commit": commit.strip(),
+        "branch": None if branch in ("", "HEAD") else branch,  # HEAD: detached
+        "remote": remote or None,
         "dirty": bool(status.strip()),
         "diff": _git(root, "diff", "HEAD") or "",
         "untracked": untracked,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 import shlex
 import socket
@@ -78,11 +79,40 @@ def collect(root: Path, seed: int, threads: int) -> dict[str, Any]:
     }
 
 
+def command_words(argv: list[str] | None = None) -> list[str]:
+    """The command as typed: `labrun train ...` (the CLI names Hydra's program "labrun train")."""
+    argv = sys.argv if argv is None else argv
+    return [*Path(argv[0]).name.split(), *argv[1:]] if argv else []
+
+
+def mlflow_source(argv: list[str] | None = None) -> dict[str, str]:
+    """MLflow's own "Created by" and "Source" (its fluent API sets them; labrun's client does
+    not): the user, and the labrun verb that made the run."""
+    import getpass
+
+    words = command_words(argv)
+    verb = " ".join(words[:2]) if words[:1] == ["labrun"] else (words[:1] or ["labrun"])[0]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (some containers)
+        user = str(os.getuid())
+    return {"mlflow.user": user, "mlflow.source.type": "LOCAL", "mlflow.source.name": verb}
+
+
 def tags(prov: dict[str, Any]) -> dict[str, str]:
     """The searchable part, as MLflow tags (MLflow's own git tag included)."""
     git = prov["git"]
-    found = {"mlflow.source.git.commit": git["commit"]} if git["commit"] else {}
+    found = {
+        key: value
+        for key, value in (
+            ("mlflow.source.git.commit", git["commit"]),
+            ("mlflow.source.git.branch", git.get("branch")),
+            ("mlflow.source.git.repoURL", git.get("remote")),
+        )
+        if value
+    }
     return {
+        **mlflow_source(),
         **found,
         "labrun.git_commit": git["commit"] or "none",
         "labrun.git_dirty": str(git["dirty"]),

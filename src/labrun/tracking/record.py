@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import shlex
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from labrun.config.locations import CONFIG_HASH_TAG, SEED_GROUP_TAG, config_hash, seed_group
-from labrun.contracts import HasTestResults, TestResults
+from labrun.contracts import HasTestResults, NamesSplitFiles, TestResults
+from labrun.store.registry import MODEL_TAG
 from labrun.tracking import code, provenance
 from labrun.tracking.params import flatten
 from labrun.tracking.plots import confusion_png, coverage_png, roc_png
-from labrun.tracking.run import TrackedRun
+from labrun.tracking.run import TrackedRun, storing
 from labrun.tracking.secrets import redact, scrub_text
 
 
@@ -64,7 +68,78 @@ def record_config(run: TrackedRun, cfg: DictConfig) -> None:
     else:
         overrides, choices = [], {}
     run.log_dict({"overrides": overrides, "choices": choices}, "config/overrides.json")
-    run.set_tags({CONFIG_HASH_TAG: config_hash(cfg), SEED_GROUP_TAG: seed_group(cfg)})
+    run.set_tags(
+        {
+            CONFIG_HASH_TAG: config_hash(cfg),
+            SEED_GROUP_TAG: seed_group(cfg),
+            "mlflow.note.content": description(choices.get("experiment")),
+        }
+    )
+
+
+def description(recipe: str | None) -> str:
+    """The run's description in MLflow's UI: the recipe's header comment, then the command."""
+    from labrun.config.folders import recipes_dir
+    from labrun.config.search_path import in_use
+
+    header: list[str] = []
+    if recipe:
+        found = [d / "experiment" / f"{recipe}.yaml" for d in in_use()]
+        for path in [*found, recipes_dir() / f"{recipe}.yaml"]:
+            if path.is_file():
+                lines = path.read_text(encoding="utf-8").splitlines()
+                for line in lines:
+                    if not line.startswith("#"):
+                        break
+                    if not line.startswith("# @package"):
+                        header.append(line.lstrip("# ").rstrip())
+                break
+    title = f"Recipe `{recipe}`" if recipe else "No recipe"
+    body = "\n".join(header) or "(the recipe has no header comment)"
+    return f"{title}: {body}\n\n    {shlex.join(provenance.command_words())}"[:5000]
+
+
+def record_datasets(run: TrackedRun, dm: Any, name: str) -> None:
+    """Every split as an MLflow dataset input (the run page's Datasets): the files it was read
+    from, their sha256 as the digest, its rows and its columns."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    files = dm.split_files() if isinstance(dm, NamesSplitFiles) else {}
+    root = Path(getattr(dm, "data_dir", "."))
+    schema = dataset_schema(dm)
+    inputs = []
+    for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
+        rows = dm.stats.get(f"{split}_rows")
+        if rows is None:
+            continue
+        read = files.get(split) or sorted(dm.fingerprint)
+        dataset = Dataset(
+            name=f"{name}-{split}",
+            digest=provenance.data_digest({f: dm.fingerprint.get(f, "") for f in read})[:16],
+            source_type="local",
+            source=json.dumps({"uris": [str(root / f) for f in read]}),
+            schema=schema,
+            profile=json.dumps({"num_rows": int(rows)}),
+        )
+        inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", context)]))
+    if inputs:
+        run.client.log_inputs(run.run_id, datasets=inputs)
+
+
+def dataset_schema(dm: Any) -> str | None:
+    """MLflow's column spec of what the model reads: text and label, or an image tensor."""
+    kwargs = dm.model_kwargs()
+    if "vocab_size" in kwargs:
+        cols = [{"type": "string", "name": "text"}, {"type": "string", "name": "label"}]
+        return json.dumps({"mlflow_colspec": cols})
+    if "channels" in kwargs:
+        size = kwargs.get("image_size", -1)
+        shape = [-1, kwargs["channels"], size, size]
+        spec = [
+            {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": shape}, "name": "image"}
+        ]
+        return json.dumps({"mlflow_tensorspec": {"features": json.dumps(spec), "targets": None}})
+    return None
 
 
 def record_provenance(run: TrackedRun, cfg: DictConfig) -> None:
@@ -121,6 +196,8 @@ def record_data(run: TrackedRun, dm: Any) -> None:
     run.log_metrics({f"data.{k}": v for k, v in dm.stats.items()})
     if state := dm.state_dict():
         run.log_dict({**state, "class_names": dm.class_names}, "data/vocab.json")
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    record_datasets(run, dm, choices.get("data") or type(dm).__name__)
 
 
 def record_results(
@@ -144,7 +221,7 @@ def record_results(
                 target.symlink_to(Path(path).resolve())
                 run.log_file(target, "checkpoints")
         if exported is not None and cfg.tracking.log_model:
-            log_model(run, exported, tmp_path / "model")
+            log_model(run, exported, tmp_path / "model", metrics)
 
 
 def record_test_results(
@@ -166,8 +243,12 @@ def record_test_results(
         run.log_file(coverage_png(results["coverage"], class_names, tmp / "coverage.png"), "plots")
 
 
-def log_model(run: TrackedRun, model: Any, path: Path) -> None:
-    """The model users load back: `mlflow.pytorch.load_model("runs:/<id>/model")`.
+def log_model(
+    run: TrackedRun, model: Any, path: Path, metrics: dict[str, float] | None = None
+) -> str:
+    """The model as an MLflow logged model of the run (the run's "Logged models", with a
+    signature and an input example where the module gives one, and its test metrics);
+    `mlflow.pytorch.load_model("runs:/<id>/model")` loads it. Returns its model id.
 
     Pickled, not `pt2`: that export needs tensor inputs and the text model takes strings, so
     MLflow's warning about pickle is silenced.
@@ -179,6 +260,7 @@ def log_model(run: TrackedRun, model: Any, path: Path) -> None:
     from mlflow.utils import environment
 
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.models.model").setLevel(logging.ERROR)
 
     requirements = [
         line
@@ -193,8 +275,56 @@ def log_model(run: TrackedRun, model: Any, path: Path) -> None:
         if hasattr(environment, check)
         else contextlib.nullcontext()
     )
+    example, signature = signature_of(model)
     with skip:
         mlflow.pytorch.save_model(
-            model, str(path), pip_requirements=requirements, serialization_format="pickle"
+            model,
+            str(path),
+            pip_requirements=requirements,
+            serialization_format="pickle",
+            signature=signature,
+            input_example=example,
         )
-    run.log_dir(path, "model")
+    return upload_logged_model(run, path, metrics or {})
+
+
+def upload_logged_model(run: TrackedRun, path: Path, metrics: dict[str, float]) -> str:
+    """The saved model folder as the run's MLflow logged model, READY, with its test metrics
+    linked (the Logged models table shows them); its id, also as the run's MODEL_TAG."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+
+    client = run.client
+    experiment_id = client.get_run(run.run_id).info.experiment_id
+    logged = client.create_logged_model(
+        experiment_id, name="model", source_run_id=run.run_id, model_type="pytorch"
+    )
+    with storing("model", run.artifact_uri):
+        client.log_model_artifacts(logged.model_id, str(path))
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, 0)])
+    now = int(time.time() * 1000)
+    linked = [
+        Metric(k, float(v), now, 0, model_id=logged.model_id, run_id=run.run_id)
+        for k, v in metrics.items()
+        if k.startswith("test/")
+    ]
+    if linked:
+        client.log_batch(run.run_id, metrics=linked)
+    run.set_tags({MODEL_TAG: logged.model_id})
+    return logged.model_id
+
+
+def signature_of(model: Any) -> tuple[Any, Any]:
+    """(input example, MLflow signature) from the module's `input_example`, run once through
+    it; (None, None) for a module without one."""
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    example = getattr(model, "input_example", None)
+    if example is None:
+        return None, None
+    with torch.no_grad():
+        out = model(example)
+    as_input = example.numpy() if isinstance(example, torch.Tensor) else list(example)
+    return as_input, infer_signature(as_input, np.asarray(out.cpu().numpy()))
