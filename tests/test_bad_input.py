@@ -299,6 +299,16 @@ PREFLIGHT = [
     ),
     ("sweep-unknown-space", ["sweep", "hparams_search=nope"], "nope"),
     (
+        "sweep-pruned-multi-objective",
+        ["sweep", "hparams_search=trec_optuna_mo", "hparams_search.pruner.type=median"],
+        "Optuna prunes only single-objective studies; set hparams_search.pruner.type=none",
+    ),
+    (
+        "sweep-objective-direction",
+        ["sweep", "hparams_search=trec_optuna_mo", "hparams_search.objectives.1.direction=down"],
+        "'hparams_search.objectives'[1].direction must be maximize or minimize, got 'down'",
+    ),
+    (
         "sweep-unknown-recipe",
         ["sweep", "experiment=nope", "hparams_search=trec_optuna"],
         "Could not find 'experiment/nope'",

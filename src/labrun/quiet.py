@@ -20,6 +20,8 @@ DEPENDENCIES = r"(lightning|torch|torchmetrics|torchvision|mlflow|hydra|omegacon
 WARNINGS_DROPPED = (
     # labrun runs its own SLURM jobs (srun is how they start, not how Lightning is told)
     r".*The `srun` command is available on your system but is not used.*",
+    # torchmetrics' KID keeps its features in memory: labrun bounds them (model.n_eval)
+    r".*Kernel Inception Distance. will save all extracted features in buffer.*",
 )
 
 

@@ -257,6 +257,43 @@ def test_optuna_search_records_trials_and_resumes(tmp_path: Path, store: str) ->
     assert wrong.returncode == 2 and "has no trial 7; its trials are 0, 1, 2" in wrong.stderr
 
 
+def test_a_multi_objective_search_keeps_its_pareto_front(tmp_path: Path, store: str) -> None:
+    """Accuracy up, parameters down: the parent holds the front Optuna found, each of its
+    trials' values are its run's metrics, and no trial beats a front trial on both."""
+    import optuna
+
+    args = ["sweep", "experiment=trec_lstm", "hparams_search=trec_optuna_mo", *FAST]
+    proc = run_labrun([*args, "hparams_search.n_trials=4"], labrun_env(tmp_path, store))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Pareto front: val/acc vs model/params" in proc.stdout
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    stored = json.loads(
+        Path(
+            client.download_artifacts(parent.info.run_id, "sweep/pareto.json", str(tmp_path))
+        ).read_text()
+    )
+    study = optuna.load_study(
+        study_name="trec_lstm-optuna-mo", storage=f"sqlite:///{tmp_path}/runs/optuna.db"
+    )
+    assert [t["trial"] for t in stored["front"]] == sorted(t.number for t in study.best_trials)
+    assert parent.data.tags["labrun.pareto_trials"] == ",".join(
+        str(t["trial"]) for t in stored["front"]
+    )
+    runs = {k.data.tags["labrun.trial"]: k for k in children(client, parent.info.run_id)}
+    assert len(runs) == 4
+    for point in stored["front"]:
+        run = runs[str(point["trial"])]
+        assert run.info.run_id == point["run_id"]
+        assert point["values"] == [run.data.metrics["val/acc"], run.data.metrics["model/params"]]
+    for point in stored["front"]:  # dominated by none: better or equal on both, better on one
+        acc, size = point["values"]
+        for t in study.trials:
+            better = t.values[0] >= acc and t.values[1] <= size
+            assert not (better and (t.values[0] > acc or t.values[1] < size)), (t.number, point)
+    assert "sweep/pareto.png" in artifact_paths(client, parent.info.run_id)
+
+
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, store: str) -> None:
     """A user's search space, on Hydra's search path, one of whose values passes every config
     rule but names a data file that is not there: that trial fails when it reads its data, the

@@ -68,6 +68,8 @@ def train(
         model = build(cfg.model, **dm.model_kwargs())
         for note in optional_hooks(model) if leader else []:
             log.warning(note)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        run.log_metrics({"model/params": trainable})  # what a search can trade accuracy for
         if isinstance(model, Prepares):  # e.g. the GAN's feature space, before any RNG use
             run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
         extra = [

@@ -23,8 +23,9 @@ def importances(study: Any) -> dict[str, float]:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(done) < MIN_TRIALS or len({tuple(sorted(t.params.items())) for t in done}) < 2:
         return {}
+    first = (lambda t: t.values[0]) if len(study.directions) > 1 else None  # the first objective
     found = optuna.importance.get_param_importances(
-        study, evaluator=FanovaImportanceEvaluator(seed=0)
+        study, evaluator=FanovaImportanceEvaluator(seed=0), target=first
     )
     return {name: float(value) for name, value in found.items()}
 

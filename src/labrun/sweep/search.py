@@ -24,6 +24,7 @@ from labrun.job.train import train
 from labrun.store.places import check_run_places
 from labrun.sweep.importance import print_importance, record_importance
 from labrun.sweep.parent import child_tags, open_parent, register_tag, summarize
+from labrun.sweep.pareto import objectives, print_front, record_pareto, values_of
 from labrun.sweep.space import check_search, suggest
 from labrun.sweep.status import JOBS_TAG
 
@@ -52,7 +53,7 @@ class OptunaPruning(L.Callback):
             trainer.should_stop = True
 
 
-def make_study(hs: DictConfig, run_dir: str, direction: str, worker: int = 0) -> Any:
+def make_study(hs: DictConfig, run_dir: str, directions: list[str], worker: int = 0) -> Any:
     """The study, created or loaded; each worker's sampler gets its own seed (seed + worker),
     or every worker would propose the same parameters."""
     import optuna
@@ -79,7 +80,7 @@ def make_study(hs: DictConfig, run_dir: str, direction: str, worker: int = 0) ->
     return optuna.create_study(
         study_name=hs.study_name,
         storage=storage,
-        direction=direction,
+        directions=directions,
         sampler=sampler(seed=hs.sampler.seed + worker),
         pruner=pruner,
         load_if_exists=True,
@@ -102,6 +103,7 @@ def run_trials(
 
     raised = []
     hs = base.hparams_search
+    wanted = objectives(base)
     deadline = time.time() + hs.timeout if hs.get("timeout") else math.inf
     while _count(study, (*DONE, "RUNNING")) < hs.n_trials:
         if time.time() >= deadline:  # a trial under way finishes; no new one starts
@@ -117,11 +119,15 @@ def run_trials(
             trial_overrides = suggest(trial, hs.params)
             cfg = compose_task([*overrides, *trial_overrides], str(out))
             pruning = OptunaPruning(trial, base.objective.metric)
-            metrics = train(cfg, [pruning], child_tags(parent, sweep_id, trial.number))
+            hooks = [pruning] if len(wanted) == 1 else []  # Optuna prunes one objective only
+            metrics = train(cfg, hooks, child_tags(parent, sweep_id, trial.number))
         except Exception as exc:  # a failed trial is recorded and the study goes on
             log.error("trial %d failed: %s", trial.number, exc)
             study.tell(trial, state=TrialState.FAIL)
             raised.append(f"trial {trial.number}: {first_line(exc)}")
+            continue
+        if len(wanted) > 1:
+            tell_values(base, study, trial, metrics["run_id"], wanted)
             continue
         value = metrics.get(base.objective.metric)
         _tag(
@@ -138,6 +144,22 @@ def run_trials(
         else:
             study.tell(trial, value)
     return raised
+
+
+def tell_values(
+    base: DictConfig, study: Any, trial: Any, run_id: str, wanted: list[tuple[str, str]]
+) -> None:
+    """A multi-objective trial's values, read from its run (a metric such as `model/params`
+    is logged beside the ones training returns); a missing or NaN one fails the trial."""
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    values = values_of(MlflowClient(base.tracking.uri).get_run(run_id).data.metrics, wanted)
+    _tag(base, run_id, "FAIL" if values is None else "COMPLETE")
+    if values is None:
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        study.tell(trial, values)
 
 
 def first_line(exc: BaseException) -> str:
@@ -173,7 +195,8 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
     Returns the sweep's summary (worker 0) or an empty dict (other workers)."""
     base = composed_search(overrides, workers, check=worker is None)
     hs = base.hparams_search
-    study = make_study(hs, base.paths.run_dir, base.objective.direction, worker or 0)
+    wanted = objectives(base)
+    study = make_study(hs, base.paths.run_dir, [d for _, d in wanted], worker or 0)
     sweep_id = hs.study_name
     t = base.tracking
     parent = open_parent(
@@ -210,6 +233,10 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
     if found := record_importance(MlflowClient(t.uri), parent, study, base.objective.metric):
         print_importance(found, base.objective.metric)
     summary["importance"] = found
+    if len(wanted) > 1:
+        trial_runs = {row["trial"]: row["run_id"] for row in summary["table"]}
+        summary["pareto"] = record_pareto(MlflowClient(t.uri), parent, study, wanted, trial_runs)
+        print_front(summary["pareto"], wanted)
     best = summary["best"]
     print(
         f"sweep {sweep_id}: {summary['trials']} trials ({summary['failed']} failed) in "

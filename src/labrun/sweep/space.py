@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labrun.config.compose import preflight
 from labrun.errors import ConfigError
+from labrun.sweep.pareto import check_objectives
 
 KINDS = ("categorical", "float", "int")
 SAMPLERS = ("tpe", "random")
@@ -62,6 +63,7 @@ def check_search(base: DictConfig, overrides: list[str], workers: int = 1) -> in
             f"'hparams_search.pruner.type' must be one of {', '.join(PRUNERS)}, got "
             f"{hs.pruner.type!r}"
         )
+    check_objectives(hs)
     params = hs.get("params")
     if not isinstance(params, DictConfig) or not params:
         raise ConfigError(
