@@ -56,8 +56,10 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
-# The MLflow UI over the embedded store that `labrun train` writes.
+# The MLflow UI over the embedded store that `labrun train` writes. MLflow 3's UI starts in its
+# GenAI mode, a per-browser switch that no store can set: one click on "Model training" keeps it.
 ui: install
+	@echo "MLflow UI on http://$(HOST):$(PORT): click 'Model training' (top left) once; this browser keeps it"
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/runs/mlflow.db}" \
 		--host $(HOST) --port $(PORT)
 

@@ -15,13 +15,23 @@ DROPPED_LINES = ("💡 Tip:", "GPU available: False", "TPU available:", "HPU ava
 # loggers whose INFO lines are set-up chatter: the embedded store creating its tables
 QUIET_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration", "alembic")
 # loggers that print through a stderr handler of their own beside the task's logging
-OWN_HANDLERS = ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics")
+OWN_HANDLERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",  # the same package under its old name, when something imports that
+    "lightning_fabric",
+    "torchmetrics",
+)
+RANK_ZERO = [f"{name}.utilities.rank_zero" for name in OWN_HANDLERS[1:5]]
 DEPENDENCIES = r"(lightning|torch|torchmetrics|torchvision|mlflow|hydra|omegaconf|optuna)(\.|$)"
 WARNINGS_DROPPED = (
     # labrun runs its own SLURM jobs (srun is how they start, not how Lightning is told)
     r".*The `srun` command is available on your system but is not used.*",
     # torchmetrics' KID keeps its features in memory: labrun bounds them (model.n_eval)
     r".*Kernel Inception Distance. will save all extracted features in buffer.*",
+    # joblib's idle workers timing out between jobs; a job that really dies fails its trial
+    r".*A worker stopped while some jobs were given to the executor.*",
 )
 
 
@@ -47,7 +57,7 @@ def quiet() -> None:
         if name in sys.modules:  # the stderr handler they add at import: a second copy
             logger.handlers.clear()
             logger.propagate = True
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for name in RANK_ZERO:
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropLines) for f in logger.filters):
             logger.addFilter(DropLines())

@@ -17,7 +17,9 @@ def cell(value: Any, digits: int = 4) -> str:
 
 def markdown_table(table: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     def fmt(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4f}"
+        return "" if v is None else str(v)
 
     out = io.StringIO()
     out.write("| " + " | ".join(columns) + " |\n")

@@ -104,7 +104,7 @@ def test_the_report_opens_in_chromium_with_its_tables_and_plots_visible(
     assert f"{SOURCE}?v=3" in page["long"] and SHA in page["long"]  # whole on hover
     assert all(len(cell) <= 28 for t in page["tables"] for cell in t["first"])  # shortened
     shown = {i["alt"]: i for i in page["images"]}
-    assert {"curves", "pooled curves"} <= set(shown)
+    assert {"curves", "pooled_curves"} <= set(shown)
     assert all(i["width"] > 300 and 0 < i["shown"] <= page["inner"] for i in shown.values())
 
     browser.execute_script("document.images[0].scrollIntoView()")

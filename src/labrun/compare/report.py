@@ -186,7 +186,7 @@ def make_figures(
             curve = next((m for m in logged if any(m in r.data.metrics for r in runs)), metric)
             figures["curves"] = plot_curves(client, runs, curve)
             if group_by:
-                figures["pooled curves"] = plot_pooled_curves(client, runs, group_by, curve)
+                figures["pooled_curves"] = plot_pooled_curves(client, runs, group_by, curve)
         elif kind == "scatter":
             figures["scatter"] = plot_scatter(runs, params, metric)
         else:
@@ -195,7 +195,8 @@ def make_figures(
 
 
 def search_figures(client: Any, sweep: str) -> dict[str, bytes]:
-    """The plots a search stored on its parent run (hyperparameter importance, the trials)."""
+    """The plots a search stored on its parent run: hyperparameter importance, the Pareto front
+    of a multi-objective search, the trials."""
     from labrun.store.query import find_sweep_parent
 
     parent = find_sweep_parent(client, sweep)
@@ -204,7 +205,12 @@ def search_figures(client: Any, sweep: str) -> dict[str, bytes]:
     found = {}
     stored = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path in (("importance", "sweep/importance.png"), ("trials", "sweep/trials.png")):
+        stored_plots = (
+            ("importance", "sweep/importance.png"),
+            ("pareto_front", "sweep/pareto.png"),
+            ("trials", "sweep/trials.png"),
+        )
+        for name, path in stored_plots:
             if path in stored:
                 local = client.download_artifacts(parent.info.run_id, path, tmp)
                 found[name] = Path(local).read_bytes()

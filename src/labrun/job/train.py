@@ -68,8 +68,7 @@ def train(
         model = build(cfg.model, **dm.model_kwargs())
         for note in optional_hooks(model) if leader else []:
             log.warning(note)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        run.log_metrics({"model/params": trainable})  # what a search can trade accuracy for
+        run.log_metrics({"model/params": trainable_parameters(model)})
         if isinstance(model, Prepares):  # e.g. the GAN's feature space, before any RNG use
             run.log_metrics(model.prepare(dm, cfg.paths.run_dir))
         extra = [
@@ -98,6 +97,11 @@ def train(
         register_run(run, cfg, tags or {})
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))
         return {**metrics, "run_id": run.run_id}
+
+
+def trainable_parameters(model: Any) -> int:
+    """What a multi-objective search can trade accuracy for (`model/params`)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def register_run(run: Any, cfg: DictConfig, tags: dict[str, str]) -> None:

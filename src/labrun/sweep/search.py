@@ -229,14 +229,7 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
     dead = {i: code for i, code in enumerate(codes, start=1) if code}
     if dead:  # every worker has ended: what is still RUNNING belonged to a dead one
         close_dead_trials(study, t.uri, t.experiment, sweep_id)
-    summary = summarize(t.uri, parent, sweep_id, base.objective.metric, base.objective.direction)
-    if found := record_importance(MlflowClient(t.uri), parent, study, base.objective.metric):
-        print_importance(found, base.objective.metric)
-    summary["importance"] = found
-    if len(wanted) > 1:
-        trial_runs = {row["trial"]: row["run_id"] for row in summary["table"]}
-        summary["pareto"] = record_pareto(MlflowClient(t.uri), parent, study, wanted, trial_runs)
-        print_front(summary["pareto"], wanted)
+    summary = summarize_search(base, parent, study, wanted)
     best = summary["best"]
     print(
         f"sweep {sweep_id}: {summary['trials']} trials ({summary['failed']} failed) in "
@@ -250,6 +243,24 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
             sweep_id,
             [*raised, *(f"worker {i} exited with {code}" for i, code in dead.items())],
         )
+    return summary
+
+
+def summarize_search(
+    base: DictConfig, parent: str, study: Any, wanted: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The sweep's summary on its parent, then what only a search has: each parameter's
+    importance and, with several objectives, the Pareto front; both printed too."""
+    t, metric = base.tracking, base.objective.metric
+    sweep_id = base.hparams_search.study_name
+    summary = summarize(t.uri, parent, sweep_id, metric, base.objective.direction)
+    if found := record_importance(MlflowClient(t.uri), parent, study, metric):
+        print_importance(found, metric)
+    summary["importance"] = found
+    if len(wanted) > 1:
+        trial_runs = {row["trial"]: row["run_id"] for row in summary["table"]}
+        summary["pareto"] = record_pareto(MlflowClient(t.uri), parent, study, wanted, trial_runs)
+        print_front(summary["pareto"], wanted)
     return summary
 
 
