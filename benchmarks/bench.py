@@ -593,8 +593,8 @@ def report(results: dict[str, Any]) -> str:
         f"{g['labrun_s']:.2f} s | {g['plain_s']:.2f} s | {g['ratio']:.3f} | {g['goal']} |",
         f"| peak RSS, same work | {r['labrun_mb']:.0f} MB | {r['plain_mb']:.0f} MB | "
         f"{r['ratio']:.2f} | {r['goal']} |",
-        f"| epoch with MLflow logging every step and system metrics every 1 s vs both off | {t['every_step_s']:.2f} s | "
-        f"{t['off_s']:.2f} s | {t['ratio']:.3f} | {t['goal']} |",
+        "| epoch with MLflow logging every step and system metrics every 1 s vs both off | "
+        f"{t['every_step_s']:.2f} s | {t['off_s']:.2f} s | {t['ratio']:.3f} | {t['goal']} |",
         f"| `labrun train debug=fdr` vs `import pytorch_lightning, mlflow, hydra` | "
         f"{s['labrun_fdr_s']:.1f} s | {s['imports_s']:.1f} s | {s['ratio']:.2f} | {s['goal']} |",
         f"| the same, into a new run folder (new store, data not cached) | "
