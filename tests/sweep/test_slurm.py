@@ -267,6 +267,7 @@ def test_a_detached_sweep_closes_itself_and_says_what_slurm_said(
         "model.embedding_dim=32,40000,33",  # job 1: ~5 GB of embeddings and Adam's state
         *[o for o in FAST if not o.startswith("trainer.max_epochs")],
         "trainer.max_epochs=20",  # 60 steps: job 2 trains long enough to be seen and cancelled
+        "~callbacks.early_stopping",  # which ended the jobs after ~5 epochs, before that
         "logger.mlflow.flush_every_s=1",
         "--detach",
     ]
