@@ -23,7 +23,15 @@ OWN_HANDLERS = (
     "lightning_fabric",
     "torchmetrics",
 )
-RANK_ZERO = [f"{name}.utilities.rank_zero" for name in OWN_HANDLERS[1:5]]
+RANK_ZERO = tuple(
+    f"{package}.utilities.rank_zero"
+    for package in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "pytorch_lightning",
+        "lightning_fabric",
+    )
+)
 DEPENDENCIES = r"(lightning|torch|torchmetrics|torchvision|mlflow|hydra|omegaconf|optuna)(\.|$)"
 WARNINGS_DROPPED = (
     # labrun runs its own SLURM jobs (srun is how they start, not how Lightning is told)

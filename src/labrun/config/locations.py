@@ -19,6 +19,16 @@ LOCATION_KEYS = (
 )
 
 
+# How a run is recorded (tracking.*: where, how often, what is sampled, what is registered)
+# never changes what it computes: not part of a config's hash, nor config drift in a rerun.
+RECORD_KEYS = ("tracking.",)
+
+
+def is_record_key(key: str) -> bool:
+    """`key` (dotted, or an override's with `+`/`~`/`++`) says how the run is recorded."""
+    return key.lstrip("+~").startswith(RECORD_KEYS)
+
+
 def is_location(key: str) -> bool:
     """`key` (a dotted config key, or an override's, with any `+`/`~`/`++` prefix)."""
     key = key.lstrip("+~")
@@ -37,8 +47,8 @@ def seed_group(cfg: DictConfig) -> str:
 
 
 def config_hash(cfg: DictConfig, without: tuple[str, ...] = ()) -> str:
-    """The resolved config without its location keys (and the keys `without`, each with what
-    lies under it): two trials that train the same thing."""
+    """The resolved config without its location and record keys (and the keys `without`, each
+    with what lies under it): two trials that train the same thing."""
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -53,7 +63,9 @@ def config_hash(cfg: DictConfig, without: tuple[str, ...] = ()) -> str:
     kept = {
         k: v
         for k, v in flat.items()
-        if not is_location(k) and not any(k == w or k.startswith(f"{w}.") for w in without)
+        if not is_location(k)
+        and not is_record_key(k)
+        and not any(k == w or k.startswith(f"{w}.") for w in without)
     }
     return _digest(kept)[:16]
 

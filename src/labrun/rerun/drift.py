@@ -22,16 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from labrun.config.locations import is_location
+from labrun.config.locations import is_location, is_record_key
 from labrun.files import sha256_file
 from labrun.tracking import provenance
 from labrun.tracking.params import flatten
 from labrun.tracking.secrets import scrub_text
 
 KINDS = ("code", "packages", "data", "config", "hardware", "numerics")
-# How a run is recorded (tracking.*: where, how often, what is sampled) never changes what it
-# computes: a key added there since a run was made does not stop its rerun.
-RECORD_KEYS = ("tracking.",)
 EXPERIMENT_KINDS = ("code", "data", "config")  # drift that stops a rerun unless allowed
 # Distributions whose version can change a run's numbers (kernels, initialisation, metrics,
 # the training loop); any other package's cannot, short of a bug.
@@ -169,7 +166,7 @@ def config_schema(stored: dict[str, Any], fresh: dict[str, Any] | None, error: s
     return [
         Drift("config", key, _presence(key in before), _presence(key in after))
         for key in sorted(before ^ after)
-        if not is_location(key) and not key.startswith(RECORD_KEYS)
+        if not is_location(key) and not is_record_key(key)
     ]
 
 
