@@ -244,7 +244,8 @@ def test_drift_stops_the_rerun_unless_allowed(make_cfg, store: str, tmp_path: Pa
     (new,) = client.search_runs(
         [client.get_run(run_id).info.experiment_id], f"tags.`labrun.rerun_of` = '{run_id}'"
     )
-    assert new.data.tags["labrun.drift"] == "packages,config"
+    drift = artifact(client, new.info.run_id, "rerun/drift.json", tmp_path / "d")
+    assert new.data.tags["labrun.drift"] == "packages,config", drift
     assert new.data.tags["labrun.verdict"] == "REPRODUCED"
     assert new.data.tags["labrun.verdict_rule"].startswith("exact:")  # the package cannot
     assert "REPRODUCED" in allowed.stdout

@@ -411,7 +411,7 @@ def test_a_search_runs_its_workers_as_slurm_jobs(slurm: Path, tmp_path: Path, st
     argv += ["hparams_search.pruner.type=none", "hparams_search.n_trials=4"]
     argv += [f"hparams_search.storage=journal:{journal}", "hydra/launcher=slurm", *SMALL_JOBS]
     done = run_labrun([*argv, "--workers", "2"], labrun_env(tmp_path, store), timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:] + what_happened(tmp_path)
     trials = child_runs(store)
     assert 4 <= len(trials) <= 5 and {r.info.status for r in trials} == {"FINISHED"}
     jobs = {r.data.tags["labrun.slurm.job_id"] for r in trials}

@@ -308,9 +308,24 @@ def workers_on_slurm(
             job.result()
             codes.append(0)
         except Exception as exc:  # the worker's trials are closed as a dead worker's
-            log.error("search worker job %s failed: %s", job.job_id, first_line(exc))
+            log.error("search worker job %s failed: %s", job.job_id, worker_reason(job, exc))
             codes.append(1)
     return codes
+
+
+def worker_reason(job: Any, exc: BaseException) -> str:
+    """Why a worker's SLURM job failed, as its own stderr says it: slurmstepd's line, else the
+    worker's `labrun: error:` line, else its last line (submitit's first line says only
+    "Job (task=0) failed during processing with trace:")."""
+    from labrun.sweep.slurm_jobs import log_reason
+
+    err = Path(job.paths.stderr)
+    text = err.read_text(errors="replace") if err.is_file() else ""
+    if text and (reason := log_reason([err])):
+        return reason
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = [line for line in lines if line.startswith("labrun: error:")]
+    return (said or lines or [first_line(exc)])[-1]
 
 
 def fail_parent(uri: str, parent: str, sweep_id: str, failures: list[str]) -> None:
