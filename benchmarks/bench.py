@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_gpu
 import bench_rerun
 import bench_slurm
 
@@ -669,6 +670,7 @@ def report(results: dict[str, Any]) -> str:
             )
     lines += bench_slurm.section()
     lines += bench_rerun.section()
+    lines += bench_gpu.section()
     return "\n".join(lines) + "\n"
 
 
@@ -768,7 +770,13 @@ def main() -> None:
         action="store_true",
         help="only the fingerprint's cost and a rerun as on another CPU (~10 min)",
     )
+    p.add_argument(
+        "--gpu", action="store_true", help="only the GPU trainer configs (a CUDA machine)"
+    )
     args = p.parse_args()
+    if args.gpu:
+        bench_gpu.main([])
+        args.mode = "report"
     if args.rerun:
         bench_rerun.main()
         args.mode = "report"

@@ -136,6 +136,11 @@ PREFLIGHT = [
     ("gpu-on-cpu", ["train", "trainer=gpu"], "needs as many GPUs as trainer.devices asks for"),
     ("three-gpus", ["train", "trainer=gpu", "trainer.devices=3"], "trainer.devices=3"),
     ("ddp-gpus", ["train", "trainer=ddp"], "needs as many GPUs"),
+    (
+        "fsdp-on-cpus",
+        ["train", "trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=1"],
+        "needs GPUs for strategy=fsdp (trainer=fsdp); on CPUs use trainer=ddp_cpu",
+    ),
     ("max-epochs", ["train", "trainer.max_epochs=-5"], "'trainer.max_epochs' must be >= -1"),
     ("max-epochs-word", ["train", "trainer.max_epochs=many"], "'trainer.max_epochs' must be int"),
     (
@@ -855,3 +860,21 @@ def test_rerun_and_eval_variants_are_checked_before_a_new_run(
     client = MlflowClient(f"sqlite:///{home}/runs/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.run_id for r in runs] == [run_id]  # no new run, none left RUNNING
+
+
+def test_a_config_node_that_cannot_be_built_says_which_and_why(shell: Path) -> None:
+    """Hydra's error names only the target ("Error in call to target ...Trainer"): the line
+    names the config key and the class's own reason."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from labrun.cli.common import explain_exception
+
+    cfg = OmegaConf.create(
+        {"trainer": {"_target_": "lightning.pytorch.Trainer", "strategy": "fsdp",
+                     "accelerator": "cpu", "logger": False}}
+    )  # fmt: skip
+    with pytest.raises(Exception) as built:
+        instantiate(cfg.trainer)
+    line = explain_exception(built.value)
+    assert line.startswith("trainer could not be built: The strategy `fsdp` requires a GPU"), line

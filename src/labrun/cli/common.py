@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -72,8 +73,11 @@ def explain_exception(exc: BaseException) -> str:
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     kind = type(exc).__name__
     module = type(exc).__module__ or ""
-    if kind == "InstantiationException":
-        return f"a config node could not be built: {first}{kept}"
+    if kind == "InstantiationException":  # Hydra's first line names the target, not why
+        key = re.search(r"^full_key: (\S+)", str(exc), re.MULTILINE)
+        cause = exc.__cause__
+        said = (str(cause).strip().splitlines() or [""])[0][:300] if cause else first
+        return f"{key.group(1) if key else 'a config node'} could not be built: {said}{kept}"
     if kind == "MisconfigurationException" or module.startswith("lightning"):
         return (
             f"Lightning refused the configuration: {first}; check trainer.* and callbacks.*{kept}"

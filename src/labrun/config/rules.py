@@ -186,12 +186,23 @@ def _devices_exist(accelerator: Any, devices: Any) -> bool:
     return have > 0  # "auto"
 
 
+def _sharded_on_gpus(strategy: Any, accelerator: Any) -> bool:
+    """Lightning's FSDP runs on CUDA devices only (it refuses `accelerator=cpu` after the
+    data is read); `ddp_cpu` is the CPU strategy."""
+    return str(strategy) != "fsdp" or str(accelerator) in ("gpu", "cuda", "auto")
+
+
 _TRAINER = [
     Together(
         ("accelerator", "devices"),
         _devices_exist,
         "as many GPUs as trainer.devices asks for on this machine (use trainer=cpu here)",
-    )
+    ),
+    Together(
+        ("strategy", "accelerator"),
+        _sharded_on_gpus,
+        "GPUs for strategy=fsdp (trainer=fsdp); on CPUs use trainer=ddp_cpu",
+    ),
 ]
 TOGETHER: dict[str, list[Together]] = {
     "lightning.pytorch.Trainer": _TRAINER,

@@ -167,6 +167,23 @@ class Classifier(L.LightningModule):
         for metric in (self.test_metrics, self.test_confusion, self.test_roc):
             metric.reset()
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """The Trainer's `gradient_clip_val`; under FSDP by the sharded module's own
+        `clip_grad_norm_` (it reduces the norm over the shards), which Lightning's FSDP
+        precision refuses to do for `trainer=fsdp`."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        sharded = isinstance(self.trainer.strategy, FSDPStrategy)
+        if sharded and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
         if not self.scheduler_factory:  # `scheduler=none` composes to an empty node
