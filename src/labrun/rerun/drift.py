@@ -193,10 +193,11 @@ def numerics(recorded: dict[str, Any], now: dict[str, Any] | None = None) -> lis
     results but the container's id (the packages and settings inside it are compared apart).
     Without `now`, this process is compared, less its precision switches: the Trainer sets
     those as it is built, so they are compared after the rerun trained (`PRECISION`)."""
-    from labrun.tracking.numerics import capture
+    from labrun.tracking.numerics import SET_BY_THE_STACK, capture
 
+    stack = {f"env.{name}" for name in SET_BY_THE_STACK}  # runs recorded before they were left out
     before, after = (
-        {k: v for k, v in flatten(tree).items() if v != "{}"}  # an empty group is no setting
+        {k: v for k, v in flatten(tree).items() if v != "{}" and k not in stack}  # {}: no setting
         for tree in (recorded, now if now is not None else capture())
     )
     found = []

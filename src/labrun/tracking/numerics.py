@@ -40,9 +40,16 @@ NUMERIC_ENV_PREFIXES = (
     "PYTORCH_",
 )
 NUMERIC_ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "PYTHONHASHSEED")
-# Set by Lightning itself (`deterministic=True` sets the cuBLAS workspace; its import sets the
-# NVML check): consequences of the config, not choices of the user.
-SET_BY_LIGHTNING = ("CUBLAS_WORKSPACE_CONFIG", "PYTORCH_NVML_BASED_CUDA_CHECK")
+# Set by the stack itself, not chosen by the user: Lightning (`deterministic=True` sets the
+# cuBLAS workspace; its import sets the NVML check), and scikit-learn and joblib at import
+# (`setdefault` of two OpenMP loader switches). Whether one is present depends on what the
+# process imported before labrun, so recording it made a rerun "drift" for no reason.
+SET_BY_THE_STACK = (
+    "CUBLAS_WORKSPACE_CONFIG",
+    "PYTORCH_NVML_BASED_CUDA_CHECK",
+    "KMP_DUPLICATE_LIB_OK",
+    "KMP_INIT_AT_FORK",
+)
 ARTIFACT = "provenance/numerics.json"
 _BUILD_KEYS = ("BLAS_INFO", "LAPACK_INFO", "USE_MKL", "USE_MKLDNN", "USE_OPENMP", "USE_CUDA")
 
@@ -56,7 +63,7 @@ def numeric_env(environ: dict[str, str] | None = None) -> dict[str, str]:
         k: env[k]
         for k in sorted(env)
         if (k.startswith(NUMERIC_ENV_PREFIXES) or k in NUMERIC_ENV_NAMES)
-        and k not in SET_BY_LIGHTNING
+        and k not in SET_BY_THE_STACK
     }
 
 
