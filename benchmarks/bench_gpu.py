@@ -152,6 +152,23 @@ def section() -> list[str]:
     if "gpu_bit_identical" in r:
         said = "bit-identical" if r["gpu_bit_identical"] else "NOT bit-identical"
         lines += ["", f"Two `trainer=gpu` runs of `trec_lstm` there: final metrics {said}."]
+    runs = r["runs"]
+    one = [
+        n
+        for n in ("trec gpu", "trec ddp (1 GPU)", "trec fsdp (1 GPU)")
+        if runs.get(n, {}).get("exit") == 0
+    ]
+    accs = {runs[n]["metrics"]["test/acc"] for n in one}
+    if len(one) > 1:
+        cost = "."
+        if {"trec fsdp (1 GPU)", "trec gpu"} <= set(one):
+            ratio = runs["trec fsdp (1 GPU)"]["run_s"] / runs["trec gpu"]["run_s"]
+            cost = f"; `fsdp` took {ratio:.2f}x the seconds of `gpu` (nothing to shard there)."
+        lines.append(
+            f"On one device, {', '.join(f'`{n}`' for n in one)} gave "
+            f"{'the same' if len(accs) == 1 else 'different'} test accuracy "
+            f"({', '.join(f'{a:.4f}' for a in sorted(accs))}){cost}"
+        )
     return lines
 
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.helpers import ROOT, labrun_env
+from tests.helpers import FAST, ROOT, labrun_env
 
 
 def worker(name: str, tmp_path) -> dict:
@@ -30,3 +30,23 @@ def test_plain_loop_and_labrun_train_on_the_same_losses(tmp_path) -> None:
     worst = max(abs(a - b) for a, b in zip(plain["losses"], ours["losses"], strict=True))
     assert worst < 5e-6  # Lightning's own parity test asks for 5 decimals
     assert len(plain["epoch_s"]) == len(ours["epoch_s"]) == 1
+
+
+def test_the_gpu_benchmark_reads_what_a_run_recorded(tmp_path, monkeypatch) -> None:
+    """`make bench BENCH_ARGS=--gpu` runs on a GPU machine only; its runner and its table are
+    checked here on the CPU row, two epochs of a real `labrun train`."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_gpu
+
+    for key, value in labrun_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    extra = ["trainer.max_epochs=2", *(o for o in FAST if o.startswith("+trainer.limit"))]
+    out = tmp_path / "gpu.json"
+    bench_gpu.main(["--out", str(out), "--only", "trec cpu", "--extra", *extra])
+    run = json.loads(out.read_text())["runs"]["trec cpu"]
+    assert run["exit"] == 0, run
+    assert run["epochs"] == 2 and 0 < run["run_s"] < run["wall_s"]
+    assert 0 <= run["metrics"]["test/acc"] <= 1 and run["device"] == "cpu"
+    monkeypatch.setattr(bench_gpu, "RESULTS", out)
+    table = "\n".join(bench_gpu.section())
+    assert f"| trec cpu | 0 | {run['run_s']:.1f} | 2 |" in table
