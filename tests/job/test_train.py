@@ -71,7 +71,9 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("recipe", ["trec_lstm", "sst2_lstm", "agnews_lstm", "sms_spam_lstm"])
+@pytest.mark.parametrize(
+    "recipe", ["trec_lstm", "sst2_lstm", "mr_lstm", "agnews_lstm", "sms_spam_lstm"]
+)
 def test_each_recipe_trains_and_tests_on_real_files(
     recipe: str, make_cfg, store: str, tmp_path: Path
 ) -> None:

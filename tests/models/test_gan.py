@@ -342,3 +342,57 @@ def test_augmentation_changes_train_images_reproducibly() -> None:
     assert not torch.equal(plain, shifted)
     assert torch.equal(shifted, first_batch([v2.RandomAffine(degrees=0, translate=(0.2, 0.2))]))
     assert shifted.min() >= -1.0 and shifted.max() <= 1.0
+
+
+class GeneratorSnapshots(L.Callback):
+    """The generator's weights after each training step (both nets have stepped then)."""
+
+    def __init__(self) -> None:
+        self.after: list[list[torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.after.append([p.detach().clone() for p in pl_module.generator.parameters()])
+
+
+def test_ema_weights_trail_the_generator_and_are_what_samples(make_cfg) -> None:
+    """`model.ema_decay`: after every generator step the average moves (1 - decay) of the way
+    to the new weights; the average, not the raw generator, draws the grids and is exported.
+    Unset, there is no average and the checkpoint holds what it always held."""
+    cfg = make_cfg("experiment=mnist_dcgan", "model.ema_decay=0.5")
+    model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+    expected = [p.detach().clone() for p in model.generator_ema.parameters()]
+    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
+    dm.setup()
+    snapshots = GeneratorSnapshots()
+    trainer = L.Trainer(
+        max_steps=6,  # two optimizer steps a batch: 3 batches
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[snapshots],
+    )
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    assert len(snapshots.after) == 3
+    for weights in snapshots.after:
+        expected = [0.5 * e + 0.5 * w for e, w in zip(expected, weights, strict=True)]
+    averaged = list(model.generator_ema.parameters())
+    for got, want in zip(averaged, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    raw = list(model.generator.parameters())
+    assert any(not torch.equal(a, r) for a, r in zip(averaged, raw, strict=True))
+    assert model.sampler is model.generator_ema
+    with torch.no_grad():
+        by_average = (model.generator_ema.eval()(model.fixed_noise) + 1) / 2
+        by_raw = (model.generator.eval()(model.fixed_noise) + 1) / 2
+    assert torch.equal(model.sample_grid(), by_average) and not torch.equal(by_average, by_raw)
+    exported = model.export(None).generator.state_dict()
+    for name, value in model.generator_ema.state_dict().items():
+        assert torch.equal(exported[name], value.cpu()), name
+
+    plain = build(
+        make_cfg("experiment=mnist_dcgan").model, channels=1, image_size=28, num_classes=10
+    )
+    assert plain.generator_ema is None and plain.sampler is plain.generator
+    assert not any(k.startswith("generator_ema") for k in plain.state_dict())

@@ -40,6 +40,18 @@ class Codec:
 
 
 @dataclass(frozen=True)
+class PositiveInts:
+    """A non-empty list of whole numbers > 0 (a CNN's filter widths)."""
+
+    def check(self, value: Any) -> str | None:
+        if not isinstance(value, (list, tuple)) or not value:
+            return "a non-empty list of whole numbers > 0"
+        if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value):
+            return "a non-empty list of whole numbers > 0"
+        return None
+
+
+@dataclass(frozen=True)
 class Distinct:
     """A list without repeats, compared as strings."""
 

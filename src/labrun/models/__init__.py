@@ -1,5 +1,6 @@
 from labrun.models.gan import GAN, DCGANDiscriminator, DCGANGenerator, GeneratorSampler
 from labrun.models.image_classifier import ImageClassifier, LeNet
+from labrun.models.kim_cnn import KimCNN, KimCNNNet
 from labrun.models.pipeline import TextClassifierPipeline
 from labrun.models.text_classifier import LSTMNet, TextClassifier
 
@@ -9,6 +10,8 @@ __all__ = [
     "DCGANGenerator",
     "GeneratorSampler",
     "ImageClassifier",
+    "KimCNN",
+    "KimCNNNet",
     "LSTMNet",
     "LeNet",
     "TextClassifier",

@@ -6,6 +6,7 @@ coverage is the class histogram of generated images under that space's classifie
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from annotated_types import Gt
+from annotated_types import Gt, Interval
 from torch import nn
 
 from labrun.config.rules import Positive, Probability
@@ -132,6 +133,10 @@ class GAN(L.LightningModule):
     from the data. Both get `gradient_clip_val` through `clip_gradients`; `label_smoothing` is
     one-sided (real targets 1 - s). Noise for sample grids, validation and test comes from
     fixed seeds, never from the global RNG, so measuring never changes training.
+
+    `ema_decay` (e.g. 0.999) keeps an exponential moving average of the generator's weights
+    (its BatchNorm statistics copied) after every generator step; the average is then what
+    samples, what FID/KID/coverage measure and what is exported. Unset, nothing changes.
     """
 
     validation_metrics = ("val/fid",)  # labrun.contracts.DeclaresMetrics
@@ -152,6 +157,7 @@ class GAN(L.LightningModule):
         grid_size: Positive = 64,
         eval_seed: int = 1234,
         features: dict[str, Any] | None = None,
+        ema_decay: Annotated[float, Interval(ge=0, lt=1)] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -162,6 +168,10 @@ class GAN(L.LightningModule):
             generator, latent_dim=latent_dim, channels=channels, image_size=image_size
         )
         self.discriminator = _build(discriminator, channels=channels, image_size=image_size)
+        # registered only when asked for: a run without it has the checkpoints it always had
+        self.generator_ema = (
+            copy.deepcopy(self.generator).requires_grad_(False) if ema_decay is not None else None
+        )
         self.g_optimizer_factory, self.d_optimizer_factory = g_optimizer, d_optimizer
         self.check_shapes((channels, image_size, image_size))
         noise = torch.Generator().manual_seed(eval_seed)
@@ -230,15 +240,29 @@ class GAN(L.LightningModule):
         g = torch.Generator().manual_seed(self.hparams.eval_seed + 1 + offset)
         return torch.randn(n, self.hparams.latent_dim, generator=g).to(self.device)
 
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that samples: its moving average where `ema_decay` is set."""
+        return self.generator if self.generator_ema is None else self.generator_ema
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay, ema, now = self.hparams.ema_decay, self.generator_ema, self.generator
+        for a, b in zip(ema.parameters(), now.parameters(), strict=True):
+            a.lerp_(b, 1.0 - decay)
+        for a, b in zip(ema.buffers(), now.buffers(), strict=True):
+            a.copy_(b)
+
     @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
         """The fixed-noise grid in [0, 1]; the same noise every epoch."""
-        was = self.generator.training
-        self.generator.eval()
+        sampler = self.sampler
+        was = sampler.training
+        sampler.eval()
         try:
-            return (self.generator(self.fixed_noise) + 1) / 2
+            return (sampler(self.fixed_noise) + 1) / 2
         finally:
-            self.generator.train(was)
+            sampler.train(was)
 
     # -- training --------------------------------------------------------------------------
 
@@ -272,6 +296,8 @@ class GAN(L.LightningModule):
         if clip:
             self.clip_gradients(g_opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         g_opt.step()
+        if self.generator_ema is not None:
+            self.update_ema()
 
         self.log_dict(
             {
@@ -299,7 +325,7 @@ class GAN(L.LightningModule):
         real, _ = batch
         fid = self._metric("val_fid")
         fid.update(real, real=True)
-        fid.update(self.generator(self._noise(len(real), batch_idx)), real=False)
+        fid.update(self.sampler(self._noise(len(real), batch_idx)), real=False)
 
     def on_validation_epoch_end(self) -> None:
         fid = self._metric("val_fid")
@@ -313,7 +339,7 @@ class GAN(L.LightningModule):
         if n <= 0:
             return
         real, labels = real[:n], labels[:n]
-        fake = self.generator(self._noise(n, 100_000 + batch_idx))
+        fake = self.sampler(self._noise(n, 100_000 + batch_idx))
         for name in ("fid", "kid"):
             self._metric(name).update(real, real=True)
             self._metric(name).update(fake, real=False)
@@ -352,6 +378,4 @@ class GAN(L.LightningModule):
         self.test_results = {"samples": self.sample_grid().cpu(), "coverage": coverage}
 
     def export(self, datamodule: Any) -> nn.Module:
-        import copy
-
-        return GeneratorSampler(copy.deepcopy(self.generator).cpu(), self.hparams.latent_dim)
+        return GeneratorSampler(copy.deepcopy(self.sampler).cpu(), self.hparams.latent_dim)

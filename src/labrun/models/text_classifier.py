@@ -65,7 +65,32 @@ class LSTMNet(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-class TextClassifier(Classifier):
+class TokenClassifier(Classifier):
+    """What a classifier over token ids shares, whatever its network: batches of (ids,
+    lengths, labels), `self.net(ids, lengths)`, and the raw-text model it exports."""
+
+    net: nn.Module
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.net(ids, lengths)
+
+    def unpack(
+        self, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        ids, lengths, labels = batch
+        return (ids, lengths), labels
+
+    def export(self, datamodule: Any) -> nn.Module:
+        """The model users load from MLflow: raw text in (see `TextClassifierPipeline`)."""
+        import copy
+
+        from labrun.models.pipeline import TextClassifierPipeline
+
+        net = copy.deepcopy(self.net).cpu().eval()
+        return TextClassifierPipeline(net, datamodule.preprocessor, datamodule.class_names)
+
+
+class TextClassifier(TokenClassifier):
     """A text classifier whose constructor arguments are its config (`conf/model/`).
 
     `vocab_size` and `num_classes` come from the data at run time; the optimizer and scheduler
@@ -99,21 +124,3 @@ class TextClassifier(Classifier):
             dropout,
             pooling,
         )
-
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.net(ids, lengths)
-
-    def unpack(
-        self, batch: tuple[torch.Tensor, ...]
-    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        ids, lengths, labels = batch
-        return (ids, lengths), labels
-
-    def export(self, datamodule: Any) -> nn.Module:
-        """The model users load from MLflow: raw text in (see `TextClassifierPipeline`)."""
-        import copy
-
-        from labrun.models.pipeline import TextClassifierPipeline
-
-        net = copy.deepcopy(self.net).cpu().eval()
-        return TextClassifierPipeline(net, datamodule.preprocessor, datamodule.class_names)

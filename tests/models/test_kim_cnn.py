@@ -1,0 +1,50 @@
+"""Kim's CNN (`model=kim_cnn`): a sentence's logits do not depend on its batch, it trains on
+TREC in a real run with the LSTM recipe's data, and it is as deterministic as the LSTM."""
+
+from __future__ import annotations
+
+import mlflow
+import torch
+from mlflow.tracking import MlflowClient
+
+from labrun.job.train import train
+from labrun.models import KimCNN, KimCNNNet
+from tests.helpers import TINY
+
+RUN = [*TINY, "trainer.max_epochs=2"]
+
+
+def test_logits_do_not_depend_on_the_batch_or_its_padding() -> None:
+    torch.manual_seed(0)
+    net = KimCNNNet(vocab_size=50, num_classes=3, embedding_dim=8, filters=4).eval()
+    short = torch.tensor([[7, 8]])  # shorter than the widest filter (5)
+    longer = torch.tensor([[7, 8, 0, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 9, 10]])
+    alone = net(short, torch.tensor([2]))
+    batched = net(longer, torch.tensor([2, 8]))
+    torch.testing.assert_close(alone[0], batched[0], rtol=0, atol=1e-6)  # other kernel shapes
+    # what the padding holds never reaches the logits: the same shapes, the same bits
+    other = longer.clone()
+    other[0, 2:] = 11
+    assert torch.equal(net(other, torch.tensor([2, 8]))[0], batched[0])
+
+
+def test_it_trains_on_trec_with_the_lstm_recipe(make_cfg, store: str) -> None:
+    cfg = make_cfg("experiment=trec_lstm", "model=kim_cnn", *RUN, "tracking.log_model=true")
+    metrics = train(cfg)
+    run = MlflowClient(store).get_run(metrics["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model._target_"] == "labrun.models.KimCNN"
+    assert run.data.params["model.hidden_size"] == "256"  # the recipe's width: maps per width
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert {k for k in run.data.metrics if k.startswith("val/")} == set(KimCNN.validation_metrics)
+    mlflow.set_tracking_uri(store)
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")  # raw text in
+    labels = model.predict(["How far is Denver from Aspen ?", "Who ?"])  # 'Who ?' < 5 words
+    assert len(labels) == 2 and set(labels) <= {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
+
+
+def test_same_seed_same_metrics(make_cfg) -> None:
+    over = ["experiment=trec_lstm", "model=kim_cnn", *RUN, "tracking.log_model=false"]
+    a, b = train(make_cfg(*over, "seed=3")), train(make_cfg(*over, "seed=3"))
+    names = ["test/acc", "test/loss", "val/loss", "train/loss_epoch"]
+    assert {k: a[k] for k in names} == {k: b[k] for k in names}
