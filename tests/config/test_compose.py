@@ -113,7 +113,8 @@ def test_every_group_option_composes(group: str, option: str, make_cfg) -> None:
     if group == "data":
         assert isinstance(instantiate(cfg.data), (TextClassificationData, ImageDataModule))
     if group == "model":
-        dm_type = ImageDataModule if option != "lstm_classifier" else TextClassificationData
+        text = option in ("lstm_classifier", "kim_cnn")
+        dm_type = TextClassificationData if text else ImageDataModule
         assert_optimizers_follow_the_config(
             instantiate(cfg.model, **FAKE_SHAPES[dm_type]), cfg.model
         )
