@@ -256,3 +256,25 @@ def test_html_report_tables_hold_the_runs_values_and_differences(
     assert by_size["128"][-2] == ""  # the best group is not tested against itself
     assert float(by_size["64"][-2]) < 0.05
     assert by_size["64"][-1] == by_size["64"][-2]  # one comparison: Holm changes nothing
+
+
+def test_group_by_a_config_group_pools_by_the_class_it_builds(tmp_path: Path) -> None:
+    """`--group-by model`: `model` has no value of its own; its `_target_` names the
+    architecture (`model=lstm_classifier,kim_cnn`)."""
+    uri = f"sqlite:///{tmp_path}/arch.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("arch", artifact_location=(tmp_path / "art").as_uri())
+    accs = {"labrun.models.TextClassifier": [0.88, 0.89, 0.89], "labrun.models.KimCNN": [0.85]}
+    for target, values in accs.items():
+        for seed, acc in enumerate(values):
+            run = client.create_run(exp, tags={"labrun.sweep_id": "arch-sweep"})
+            client.log_param(run.info.run_id, "model._target_", target)
+            client.log_param(run.info.run_id, "seed", str(seed))
+            client.log_metric(run.info.run_id, "test/acc", acc)
+            client.set_terminated(run.info.run_id)
+    args = ["--tracking-uri", uri, "--sweep", "arch-sweep", "--format", "csv"]
+    text = compare(parse([*args, "--group-by", "model"]))
+    assert "model._target_,n,mean" in text
+    assert "labrun.models.TextClassifier,3," in text and "labrun.models.KimCNN,1," in text
+    with pytest.raises(LabrunError, match="--group-by optimizer: no selected run has that"):
+        compare(parse([*args, "--group-by", "optimizer"]))

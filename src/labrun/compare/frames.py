@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from labrun.compare.report import group_sections
+from labrun.compare.report import group_keys, group_sections
 from labrun.compare.select import pick_metrics, select
 from labrun.store.client import client_for
 from labrun.store.query import differing_params, rows
@@ -72,7 +72,7 @@ def compare(
 
     _, found = selection(runs, **selection_options)
     metrics = pick_metrics(found, [metric] if isinstance(metric, str) else list(metric))
-    keys = [group_by] if isinstance(group_by, str) else list(group_by)
+    keys = group_keys(found, [group_by] if isinstance(group_by, str) else list(group_by))
     if not keys:
         return runs_frame(found, differing_params(found), metrics)
     frames = []

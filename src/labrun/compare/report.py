@@ -31,13 +31,14 @@ def compare(args: argparse.Namespace) -> str:
     else:
         sections = run_sections(runs, params, metrics)
     note = ""
-    if args.group_by:
-        pooled, advice = group_sections(runs, args.group_by, metrics, args.ci, args.seeds_needed)
+    group_by = group_keys(runs, args.group_by or [])
+    if group_by:
+        pooled, advice = group_sections(runs, group_by, metrics, args.ci, args.seeds_needed)
         sections += pooled
         note = "\n".join(
             [*advice, TEST_NOTE, *([BOOTSTRAP_NOTE] if args.ci == "bootstrap" else [])]
         )
-    figures = make_figures(client, runs, params, metrics, args.plot, args.group_by)
+    figures = make_figures(client, runs, params, metrics, args.plot, group_by)
     if args.sweep and args.format == "html":
         figures.update(search_figures(client, args.sweep))
     if args.format == "table" and not args.output:
@@ -109,6 +110,22 @@ def pair_sections(client: Any, a: Any, b: Any, metrics: list[str]) -> list[Secti
 GROUP_HEADER = ["n", "mean", "std", "ci_low", "ci_high"]
 VERSUS_HEADER = ["delta", "delta_low", "delta_high", "g", "g_low", "g_high", "p_vs_best", "p_holm"]
 LOWER_IS_BETTER = ("loss", "fid", "kid", "kl", "error", "perplexity")
+
+
+def group_keys(runs: list[Any], keys: list[str]) -> list[str]:
+    """`--group-by model`: a config node with no value of its own groups by the class it
+    builds (`model._target_`), so the LSTM and the CNN are two groups."""
+
+    def resolved(key: str) -> str:
+        node = f"{key}._target_"
+        recorded = [r.data.params for r in runs]
+        return (
+            node
+            if all(key not in p for p in recorded) and any(node in p for p in recorded)
+            else key
+        )
+
+    return [resolved(k) for k in keys]
 
 
 def group_sections(
