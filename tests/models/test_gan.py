@@ -299,6 +299,22 @@ def test_mode_coverage_sees_a_dropped_class() -> None:
     assert dropped["kl"] > 1.0 and dropped["classes_covered"] == 9
 
 
+def fit_on_mnist(model: GAN, max_steps: int, callback: L.Callback) -> None:
+    """A bare Trainer over real MNIST batches of 32: no validation, logger or checkpoints."""
+    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
+    dm.setup()
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+
+
 @pytest.mark.parametrize("clip", [None, 0.01])
 def test_gradient_clipping_reaches_both_nets(clip: float | None, make_cfg) -> None:
     cfg = make_cfg(
@@ -307,19 +323,8 @@ def test_gradient_clipping_reaches_both_nets(clip: float | None, make_cfg) -> No
         "model.label_smoothing=0.1",
     )
     model = build(cfg.model, channels=1, image_size=28, num_classes=10)
-    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
-    dm.setup()
     norms = GradNorms()
-    trainer = L.Trainer(
-        max_steps=3,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[norms],
-    )
-    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    fit_on_mnist(model, 3, norms)
     g_norms, d_norms = norms.norms[0], norms.norms[1]
     assert len(g_norms) == len(d_norms) >= 1
     if clip:
@@ -361,19 +366,8 @@ def test_ema_weights_trail_the_generator_and_are_what_samples(make_cfg) -> None:
     cfg = make_cfg("experiment=mnist_dcgan", "model.ema_decay=0.5")
     model = build(cfg.model, channels=1, image_size=28, num_classes=10)
     expected = [p.detach().clone() for p in model.generator_ema.parameters()]
-    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
-    dm.setup()
     snapshots = GeneratorSnapshots()
-    trainer = L.Trainer(
-        max_steps=6,  # two optimizer steps a batch: 3 batches
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[snapshots],
-    )
-    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    fit_on_mnist(model, 6, snapshots)  # two optimizer steps a batch: 3 batches
     assert len(snapshots.after) == 3
     for weights in snapshots.after:
         expected = [0.5 * e + 0.5 * w for e, w in zip(expected, weights, strict=True)]
