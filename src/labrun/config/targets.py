@@ -290,6 +290,8 @@ def _matches(value: Any, annotation: Any) -> bool:
     if annotation in (os.PathLike,) or origin is os.PathLike:
         return isinstance(value, str)
     container = origin or annotation
+    if container is list and len(args) == 1:  # list[X]: every item an X
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
     if container in (list, tuple, abc.Sequence):
         return isinstance(value, (list, tuple))
     if container in (dict, abc.Mapping):
