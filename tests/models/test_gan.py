@@ -19,6 +19,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from labrun.config.targets import check_targets
 from labrun.data import ImageDataModule
 from labrun.data.images import read_idx
 from labrun.errors import ConfigError, DataError
@@ -26,6 +27,7 @@ from labrun.job.build import build
 from labrun.job.train import train
 from labrun.metrics import load_or_train, mode_coverage
 from labrun.models import GAN
+from labrun.models.gan import diff_augment, discriminator_loss, generator_loss
 from tests.helpers import DATA_DIR, artifact_paths, labrun_env, run_labrun
 
 TINY_GAN = [
@@ -390,3 +392,94 @@ def test_ema_weights_trail_the_generator_and_are_what_samples(make_cfg) -> None:
     )
     assert plain.generator_ema is None and plain.sampler is plain.generator
     assert not any(k.startswith("generator_ema") for k in plain.state_dict())
+
+
+def test_ema_warmup_forgets_the_first_generators(make_cfg) -> None:
+    """`model.ema_warmup`: update t uses decay min(ema_decay, (1 + t) / (10 + t)), so the
+    first average is 90% the trained weights, not 0.1% as a plain 0.999 average would be;
+    the update count is in the checkpoint, so a resumed run does not warm up again."""
+    cfg = make_cfg("experiment=mnist_dcgan", "model.ema_decay=0.999", "model.ema_warmup=true")
+    model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+    expected = [p.detach().clone() for p in model.generator_ema.parameters()]
+    snapshots = GeneratorSnapshots()
+    fit_on_mnist(model, 6, snapshots)
+    for t, weights in enumerate(snapshots.after):
+        decay = min(0.999, (1 + t) / (10 + t))
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights, strict=True)]
+    for got, want in zip(model.generator_ema.parameters(), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert int(model.state_dict()["ema_updates"]) == 3
+    with pytest.raises(ConfigError, match="ema_decay set"):
+        check_targets(make_cfg("experiment=mnist_dcgan", "model.ema_warmup=true"))
+
+
+def test_hinge_loss_is_the_hinge_and_trains_differently(make_cfg) -> None:
+    sure = discriminator_loss("hinge", torch.tensor([1.5, 2.0]), torch.tensor([-1.0, -3.0]))
+    assert sure.item() == 0.0  # past the margins on both sides: nothing to learn
+    unsure = discriminator_loss("hinge", torch.tensor([0.0]), torch.tensor([0.5]))
+    assert unsure.item() == pytest.approx(1.0 + 1.5)
+    assert generator_loss("hinge", torch.tensor([0.5, -1.5])).item() == pytest.approx(0.5)
+    bce = discriminator_loss("bce", torch.tensor([0.0]), torch.tensor([0.0]))
+    assert bce.item() == pytest.approx(2 * 0.6931, abs=1e-4)
+
+    def generator_after(*overrides: str) -> list[torch.Tensor]:
+        L.seed_everything(0)
+        model = build(
+            make_cfg("experiment=mnist_dcgan", *overrides).model,
+            channels=1,
+            image_size=28,
+            num_classes=10,
+        )
+        snapshots = GeneratorSnapshots()
+        fit_on_mnist(model, 4, snapshots)
+        return snapshots.after[-1]
+
+    plain = generator_after()
+    hinge = generator_after("model.loss=hinge")
+    assert any(not torch.equal(a, b) for a, b in zip(plain, hinge, strict=True))
+
+
+def test_diff_augment_moves_pixels_and_passes_gradients() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(8, 1, 28, 28, requires_grad=True)
+    shifted = diff_augment(images, ("translation",))
+    assert shifted.shape == images.shape and not torch.equal(shifted, images)
+    # a translation moves pixels, it does not invent values: every one is an input pixel or 0
+    inputs = set(images.detach().flatten().tolist()) | {0.0}
+    assert set(shifted.detach().flatten().tolist()) <= inputs
+    cut = diff_augment(torch.ones(8, 1, 28, 28), ("cutout",))
+    zeroed = (cut == 0).flatten(1).sum(1)
+    assert ((zeroed > 0) & (zeroed <= 14 * 14)).all()  # one square of half the side, clipped
+    diff_augment(images, ("translation", "cutout")).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    torch.manual_seed(0)
+    again = diff_augment(torch.rand(8, 1, 28, 28), ("translation",))
+    assert torch.equal(again, shifted.detach())  # the global seed decides: runs repeat
+
+
+def test_new_gan_options_repeat_bit_for_bit(make_cfg) -> None:
+    """Hinge, DiffAugment and a warmed-up average together: two fits from one seed give the
+    same generator and the same average, and the options make a different one than none."""
+    options = (
+        "model.loss=hinge",
+        "model.d_augment=[translation,cutout]",
+        "model.ema_decay=0.999",
+        "model.ema_warmup=true",
+    )
+
+    def fit(*overrides: str) -> GAN:
+        L.seed_everything(3)
+        model = build(
+            make_cfg("experiment=mnist_dcgan", *overrides).model,
+            channels=1,
+            image_size=28,
+            num_classes=10,
+        )
+        fit_on_mnist(model, 6, GeneratorSnapshots())
+        return model
+
+    a, b, plain = fit(*options), fit(*options), fit("model.ema_decay=0.999")
+    ema_a, ema_b = a.generator_ema.state_dict(), b.generator_ema.state_dict()
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    assert not torch.equal(a.sample_grid(), plain.sample_grid())
+    assert torch.equal(a.sample_grid(), b.sample_grid())

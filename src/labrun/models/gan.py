@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import torch
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from annotated_types import Gt, Interval
 from torch import nn
 
-from labrun.config.rules import Positive, Probability
+from labrun.config.rules import Positive, Probability, Together
 from labrun.errors import ConfigError
 
 
@@ -120,6 +120,72 @@ class GeneratorSampler(nn.Module):
         return self(z.to(next(self.parameters()).device))
 
 
+def _translate(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+    """Shift each image by up to `ratio` of its side, zero-filled (DiffAugment's translation)."""
+    b, _, h, w = x.shape
+    sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy = torch.randint(-sy, sy + 1, (b, 1, 1), device=x.device)
+    dx = torch.randint(-sx, sx + 1, (b, 1, 1), device=x.device)
+    n, gy, gx = torch.meshgrid(
+        torch.arange(b, device=x.device),
+        torch.arange(h, device=x.device),
+        torch.arange(w, device=x.device),
+        indexing="ij",
+    )
+    gy = torch.clamp(gy + dy + 1, 0, h + 1)
+    gx = torch.clamp(gx + dx + 1, 0, w + 1)
+    padded = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)
+    return padded[n, gy, gx].permute(0, 3, 1, 2)
+
+
+def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+    """Zero one square of `ratio` of the side at a random place in each image."""
+    b, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    oy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=x.device)
+    ox = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=x.device)
+    n, gy, gx = torch.meshgrid(
+        torch.arange(b, device=x.device),
+        torch.arange(ch, device=x.device),
+        torch.arange(cw, device=x.device),
+        indexing="ij",
+    )
+    gy = torch.clamp(gy + oy - ch // 2, 0, h - 1)
+    gx = torch.clamp(gx + ox - cw // 2, 0, w - 1)
+    mask = torch.ones(b, h, w, dtype=x.dtype, device=x.device)
+    mask[n, gy, gx] = 0
+    return x * mask.unsqueeze(1)
+
+
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
+    """Differentiable augmentation (Zhao et al. 2020): the same random transforms for real and
+    generated images, so the discriminator cannot memorise the training set and the
+    generator's gradient passes through."""
+    for name in policy:
+        x = _translate(x) if name == "translation" else _cutout(x)
+    return x
+
+
+def discriminator_loss(
+    kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """bce: -log D(x) - log(1 - D(G(z))), real targets 1 - label_smoothing; hinge: the mean
+    of max(0, 1 - D(x)) + max(0, 1 + D(G(z))), zero once reals score >= 1 and fakes <= -1."""
+    if kind == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    target = torch.full_like(real, 1.0 - label_smoothing)
+    return F.binary_cross_entropy_with_logits(real, target) + F.binary_cross_entropy_with_logits(
+        fake, torch.zeros_like(fake)
+    )
+
+
+def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    """bce: the non-saturating -log D(G(z)); hinge: -D(G(z)), the logit itself."""
+    if kind == "hinge":
+        return -fake.mean()
+    return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+
+
 def _build(factory: Callable[..., nn.Module], **shape: int) -> nn.Module:
     """Call a net's partial with the data's shape, unless its config pins a value itself."""
     pinned = factory.keywords if isinstance(factory, partial) else {}
@@ -137,9 +203,27 @@ class GAN(L.LightningModule):
     `ema_decay` (e.g. 0.999) keeps an exponential moving average of the generator's weights
     (its BatchNorm statistics copied) after every generator step; the average is then what
     samples, what FID/KID/coverage measure and what is exported. Unset, nothing changes.
+    `ema_warmup` makes step t's decay min(ema_decay, (1 + t) / (10 + t)), so the average
+    forgets the untrained first generators instead of carrying them for ~1/(1 - decay) steps.
+
+    `loss`: `bce`, the non-saturating loss of the DCGAN paper, or `hinge` (Lim & Ye 2017; the
+    SN-GAN and BigGAN loss). `d_augment` lists DiffAugment transforms (`translation`,
+    `cutout`) that both real and generated images pass through before the discriminator.
     """
 
     validation_metrics = ("val/fid",)  # labrun.contracts.DeclaresMetrics
+    config_rules = (
+        Together(
+            ("ema_warmup", "ema_decay"),
+            lambda ema_warmup, ema_decay: not ema_warmup or ema_decay is not None,
+            "ema_decay set (e.g. 0.999) when ema_warmup is true",
+        ),
+        Together(
+            ("loss", "label_smoothing"),
+            lambda loss, label_smoothing: loss == "bce" or not label_smoothing,
+            "label_smoothing 0 with loss=hinge (smoothing is a bce target)",
+        ),
+    )
 
     def __init__(
         self,
@@ -158,6 +242,9 @@ class GAN(L.LightningModule):
         eval_seed: int = 1234,
         features: dict[str, Any] | None = None,
         ema_decay: Annotated[float, Interval(ge=0, lt=1)] | None = None,
+        ema_warmup: bool = False,
+        loss: Literal["bce", "hinge"] = "bce",
+        d_augment: list[Literal["translation", "cutout"]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -172,6 +259,9 @@ class GAN(L.LightningModule):
         self.generator_ema = (
             copy.deepcopy(self.generator).requires_grad_(False) if ema_decay is not None else None
         )
+        if ema_warmup:  # counted in the checkpoint, so a resumed run does not warm up again
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.augment_policy = tuple(d_augment or ())
         self.g_optimizer_factory, self.d_optimizer_factory = g_optimizer, d_optimizer
         self.check_shapes((channels, image_size, image_size))
         noise = torch.Generator().manual_seed(eval_seed)
@@ -248,6 +338,10 @@ class GAN(L.LightningModule):
     @torch.no_grad()
     def update_ema(self) -> None:
         decay, ema, now = self.hparams.ema_decay, self.generator_ema, self.generator
+        if self.hparams.ema_warmup:
+            t = float(self.ema_updates)
+            decay = min(decay, (1.0 + t) / (10.0 + t))
+            self.ema_updates += 1
         for a, b in zip(ema.parameters(), now.parameters(), strict=True):
             a.lerp_(b, 1.0 - decay)
         for a, b in zip(ema.buffers(), now.buffers(), strict=True):
@@ -269,6 +363,12 @@ class GAN(L.LightningModule):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
 
+    def judge(self, images: torch.Tensor) -> torch.Tensor:
+        """The discriminator's logits, after `d_augment`'s transforms when it has any."""
+        if self.augment_policy:
+            images = diff_augment(images, self.augment_policy)
+        return self.discriminator(images)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         real, _ = batch
         g_opt, d_opt = self.optimizers()
@@ -277,20 +377,19 @@ class GAN(L.LightningModule):
         fake = self.generator(z)
         clip = self.hparams.gradient_clip_val
 
-        real_logits = self.discriminator(real)
-        fake_logits = self.discriminator(fake.detach())
-        target_real = torch.full_like(real_logits, 1.0 - self.hparams.label_smoothing)
-        d_loss = F.binary_cross_entropy_with_logits(
-            real_logits, target_real
-        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        real_logits = self.judge(real)
+        fake_logits = self.judge(fake.detach())
+        d_loss = discriminator_loss(
+            self.hparams.loss, real_logits, fake_logits, self.hparams.label_smoothing
+        )
         d_opt.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         if clip:
             self.clip_gradients(d_opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         d_opt.step()
 
-        gen_logits = self.discriminator(fake)
-        g_loss = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
+        gen_logits = self.judge(fake)
+        g_loss = generator_loss(self.hparams.loss, gen_logits)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         if clip:
