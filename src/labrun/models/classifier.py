@@ -38,8 +38,9 @@ class Classifier(L.LightningModule):
     """Cross-entropy training with accuracy, macro precision/recall/F1 and one-vs-rest AUROC.
 
     Subclasses build `self.net` and say how a batch splits into inputs and labels (`unpack`).
-    L2 is the optimizer's weight_decay, `l1` adds an L1 penalty on the weights, and gradient
-    clipping is the Trainer's `gradient_clip_val`.
+    L2 is the optimizer's weight_decay, `l1` adds an L1 penalty on the weights, gradient
+    clipping is the Trainer's `gradient_clip_val`, and `label_smoothing` (e.g. 0.1) trains
+    towards (1 - s) on the label and s spread over all classes.
     """
 
     # What validation logs (labrun.contracts.DeclaresMetrics): `classification_metrics` + loss.
@@ -59,8 +60,10 @@ class Classifier(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         l1: float = 0.0,
         monitor: str = "val/acc",
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        self.label_smoothing = label_smoothing
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.l1 = l1
@@ -83,7 +86,10 @@ class Classifier(L.LightningModule):
         return F.cross_entropy(logits, labels), logits, labels
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss, logits, labels = self._step(batch)
+        inputs, labels = self.unpack(batch)
+        logits = self(*inputs)
+        # smoothing shapes the training target only: val and test losses stay plain cross-entropy
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         if self.l1 > 0:
             weights = (p for name, p in self.net.named_parameters() if "weight" in name)
             loss = loss + self.l1 * sum(p.abs().sum() for p in weights)

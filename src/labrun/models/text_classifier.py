@@ -111,8 +111,9 @@ class TextClassifier(TokenClassifier):
         pooling: Pooling = "max",
         l1: Annotated[float, Ge(0)] = 0.0,
         monitor: str = "val/acc",
+        label_smoothing: Probability = 0.0,
     ) -> None:
-        super().__init__(num_classes, optimizer, scheduler, l1, monitor)
+        super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = LSTMNet(
             vocab_size,
