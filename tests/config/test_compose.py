@@ -13,7 +13,7 @@ from labrun.config import targets as schema
 from labrun.config.compose import config_dir, recipes_dir
 from labrun.data import ImageDataModule, TextClassificationData
 from labrun.errors import ConfigError
-from labrun.models import GAN, ImageClassifier, TextClassifier
+from labrun.models import GAN, ImageClassifier, KimCNN, TextClassifier
 from tests.helpers import RECIPES
 
 CONF = config_dir()
@@ -83,7 +83,7 @@ def test_recipe_composes_and_instantiates(recipe: str, make_cfg) -> None:
     assert isinstance(dm, (TextClassificationData, ImageDataModule))
     shape = FAKE_SHAPES[type(dm)]
     model = instantiate(cfg.model, **shape)
-    assert isinstance(model, (TextClassifier, ImageClassifier, GAN))
+    assert isinstance(model, (TextClassifier, KimCNN, ImageClassifier, GAN))
     assert_optimizers_follow_the_config(model, cfg.model)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)

@@ -3,10 +3,12 @@ TREC in a real run with the LSTM recipe's data, and it is as deterministic as th
 
 from __future__ import annotations
 
+import lightning as L
 import mlflow
 import torch
 from mlflow.tracking import MlflowClient
 
+from labrun.job.build import build
 from labrun.job.train import train
 from labrun.models import KimCNN, KimCNNNet
 from tests.helpers import TINY
@@ -48,3 +50,39 @@ def test_same_seed_same_metrics(make_cfg) -> None:
     a, b = train(make_cfg(*over, "seed=3")), train(make_cfg(*over, "seed=3"))
     names = ["test/acc", "test/loss", "val/loss", "train/loss_epoch"]
     assert {k: a[k] for k in names} == {k: b[k] for k in names}
+
+
+def fit_briefly(model: KimCNN) -> None:
+    """Ten Adadelta steps on seeded random sentences: enough for the output rows to grow."""
+    torch.manual_seed(0)
+    ids = torch.randint(1, 50, (80, 9))
+    data = torch.utils.data.TensorDataset(ids, torch.full((80,), 9), torch.randint(0, 6, (80,)))
+    trainer = L.Trainer(
+        max_steps=10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=8))
+
+
+def test_max_norm_caps_each_output_row(make_cfg) -> None:
+    """`model.max_norm` (Kim: 3): after every step no class's output weights are longer than
+    it; unset, the same steps leave rows longer, so the cap is what holds them."""
+
+    def trained(*overrides: str) -> torch.Tensor:
+        cfg = make_cfg("experiment=trec_cnn", *overrides)
+        model = build(cfg.model, vocab_size=50, num_classes=6)
+        fit_briefly(model)
+        return model.net.head.weight.detach().norm(dim=1)
+
+    capped, free = trained("model.max_norm=0.05"), trained("model.max_norm=null")
+    assert capped.max() <= 0.05 + 1e-6
+    assert free.max() > 0.05
+    assert make_cfg("experiment=trec_cnn").model.max_norm == 3.0  # the recipe's, Kim's
+
+
+def test_kim_settings_recipe_trains_on_trec(make_cfg) -> None:
+    metrics = train(make_cfg("experiment=trec_cnn", *RUN, "tracking.log_model=false"))
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["train/loss_epoch"] > 0

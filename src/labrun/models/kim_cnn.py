@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
-from annotated_types import Ge
+from annotated_types import Ge, Gt
 from torch import nn
 
 from labrun.config.rules import Positive, PositiveInts, Probability
@@ -63,7 +63,8 @@ class KimCNN(TokenClassifier):
 
     `hidden_size` is the number of feature maps per filter width (Kim: 100), the key the LSTM
     uses for its width, so a recipe's size and dropout apply to either architecture
-    (`experiment=trec_lstm model=kim_cnn`).
+    (`experiment=trec_lstm model=kim_cnn`). `max_norm` (Kim: 3) rescales each class's row of
+    the output layer to at most that L2 norm after every optimizer step; unset, no constraint.
     """
 
     def __init__(
@@ -78,8 +79,17 @@ class KimCNN(TokenClassifier):
         dropout: Probability = 0.5,
         l1: Annotated[float, Ge(0)] = 0.0,
         monitor: str = "val/acc",
+        label_smoothing: Probability = 0.0,
+        max_norm: Annotated[float, Gt(0)] | None = None,
     ) -> None:
-        super().__init__(num_classes, optimizer, scheduler, l1, monitor)
+        super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         widths = tuple(int(w) for w in widths)  # not Hydra's ListConfig: checkpoints load
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # weights-only (torch>=2.6)
         self.net = KimCNNNet(vocab_size, num_classes, embedding_dim, hidden_size, widths, dropout)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.hparams.max_norm is not None:
+            with torch.no_grad():
+                head = self.net.head.weight
+                head.copy_(torch.renorm(head, 2, 0, self.hparams.max_norm))
