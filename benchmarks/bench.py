@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_gpu
+import bench_quality
 import bench_rerun
 import bench_slurm
 
@@ -348,29 +349,6 @@ SWEEP = [
     "~callbacks.progress_bar",
     "tracking.log_model=false",
 ]
-# Default recipes, each against its published reference (see the README).
-QUALITY = {
-    "trec_lstm": ("test/acc", "Kim (2014) CNN-rand 91.2%"),
-    "sst2_lstm": ("test/acc", "Kim (2014) CNN-rand 82.7%"),
-    "mnist_dcgan": ("test/fid", "LeNet feature space; real-vs-real floor 3.0"),
-}
-
-
-def quality() -> dict[str, Any]:
-    out = {}
-    for experiment, (metric, reference) in QUALITY.items():
-        env = labrun_env()
-        seconds = wall([sys.executable, "-m", "labrun", "train", f"experiment={experiment}"], env)
-        value = final_metrics(env).get(metric)
-        out[experiment] = {
-            "metric": metric,
-            "value": value,
-            "wall_s": seconds,
-            "cpu_minutes": seconds / 60,  # one torch thread: wall time is CPU time
-            "reference": reference,
-            "when": time.strftime("%Y-%m-%d %H:%M"),
-        }
-    return out
 
 
 def interleaved(names: list[str], repeats: int, epochs: int) -> dict[str, list[dict[str, Any]]]:
@@ -399,7 +377,7 @@ def overhead(plain: list[dict[str, Any]], ours: list[dict[str, Any]]) -> dict[st
     }
 
 
-def suite(repeats: int, epochs: int, with_quality: bool) -> dict[str, Any]:
+def suite(repeats: int, epochs: int) -> dict[str, Any]:
     results: dict[str, Any] = {"figures": {}, "raw": {}}
     figures = results["figures"]
 
@@ -484,8 +462,6 @@ def suite(repeats: int, epochs: int, with_quality: bool) -> dict[str, Any]:
         "plain_peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in gan["plain_gan"]),
         "labrun_peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in gan["labrun_gan"]),
     }
-    if with_quality:
-        figures["quality"] = quality()
     # 7. Data: the largest text corpus here (AG News, 7,600 rows) and the default recipe's,
     # with an empty cache (cold: everything, then the cache written) and a filled one.
     figures["data_preprocessing"] = {}
@@ -641,36 +617,10 @@ def report(results: dict[str, Any]) -> str:
     if BEFORE.is_file():
         lines += ["", *before_and_after(json.loads(BEFORE.read_text()), results)]
     lines += ["", *OPTIMISATIONS]
-    if q := f.get("quality"):
-        when = next(iter(q.values())).get("when", settings["when"])
-        lines += [
-            "",
-            f"Quality per CPU-minute: the default recipes as `labrun train experiment=NAME` runs "
-            f"them, each into a new run folder (the GAN trains its FID feature net first); "
-            f"measured {when} by `make bench BENCH_ARGS=--quality`"
-            + (
-                ", in this run."
-                if when == settings["when"] or results.get("quality_measured_here")
-                else f", not in the run dated above ({settings['when']}): kept from that one."
-            ),
-            "",
-            "| recipe | result | wall | per CPU-minute | reference |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for name, v in q.items():
-            value = "failed" if v["value"] is None else f"{v['metric']} {v['value']:.4g}"
-            per_minute = (
-                f"{100 * v['value'] / v['cpu_minutes']:.1f} points"
-                if v["value"] is not None and v["metric"].endswith("acc")
-                else ""  # a distance (FID) per minute means nothing
-            )
-            lines.append(
-                f"| `{name}` | {value} | {v['wall_s']:.0f} s ({v['cpu_minutes']:.1f} CPU-min) | "
-                f"{per_minute} | {v['reference']} |"
-            )
     lines += bench_slurm.section()
     lines += bench_rerun.section()
     lines += bench_gpu.section()
+    lines += bench_quality.section()
     return "\n".join(lines) + "\n"
 
 
@@ -760,7 +710,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true")
     p.add_argument(
-        "--quality", action="store_true", help="also train the default recipes (~12 min)"
+        "--quality",
+        action="store_true",
+        help="only the default recipes under 3 seeds, pooled by labrun compare (~1 h)",
     )
     p.add_argument(
         "--slurm", action="store_true", help="only the sweeps on the one-node SLURM cluster"
@@ -777,6 +729,9 @@ def main() -> None:
     if args.gpu:
         bench_gpu.main([])
         args.mode = "report"
+    if args.quality:
+        bench_quality.main()
+        args.mode = "report"
     if args.rerun:
         bench_rerun.main()
         args.mode = "report"
@@ -788,13 +743,8 @@ def main() -> None:
         return
     repeats, epochs = (1, 2) if args.quick else (args.repeats, args.epochs)
     last = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    if args.mode == "report":  # render BENCHMARKS.md again from benchmarks/results.json
-        results = last
-    else:
-        results = suite(repeats, epochs, args.quality)
-        results["quality_measured_here"] = args.quality
-        if not args.quality and "quality" in last.get("figures", {}):  # keep the last one's
-            results["figures"]["quality"] = last["figures"]["quality"]
+    # report: render BENCHMARKS.md again from benchmarks/results.json
+    results = last if args.mode == "report" else suite(repeats, epochs)
     summarise_steps(results)
     RESULTS.write_text(json.dumps(results, indent=2))
     REPORT.write_text(report(results))

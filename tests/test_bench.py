@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import FAST, ROOT, labrun_env
 
 
@@ -50,3 +52,34 @@ def test_the_gpu_benchmark_reads_what_a_run_recorded(tmp_path, monkeypatch) -> N
     monkeypatch.setattr(bench_gpu, "RESULTS", out)
     table = "\n".join(bench_gpu.section())
     assert f"| trec cpu | 0 | {run['run_s']:.1f} | 2 |" in table
+
+
+def test_the_quality_table_is_labrun_compare_over_three_seeds(tmp_path, monkeypatch) -> None:
+    """`make bench BENCH_ARGS=--quality`: a real `labrun train -m ... seed=1,2,3`, pooled by a
+    real `labrun compare --group-by`; the table's means are the runs' own test accuracies."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_quality
+    from mlflow.tracking import MlflowClient
+
+    env = labrun_env(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(
+        bench_quality, "SWEEPS", {"text": (["experiment=trec_lstm,trec_cnn"], ["test/acc"])}
+    )
+    tiny = ["trainer.max_epochs=1", *(o for o in FAST if o.startswith("+trainer.limit"))]
+    out = tmp_path / "quality.json"
+    run_dir = tmp_path / "quality-runs"
+    sweep = bench_quality.main(extra=tiny, out=out, run_dir=str(run_dir))["text"]
+    assert set(sweep["groups"]) == {"trec_lstm", "trec_cnn"}
+    client = MlflowClient(f"sqlite:///{run_dir}/mlflow.db")
+    for group, stats in sweep["groups"].items():
+        runs = client.search_runs([client.get_experiment_by_name(group).experiment_id])
+        accs = [r.data.metrics["test/acc"] for r in runs if "test/acc" in r.data.metrics]
+        assert len(accs) == stats["test/acc"]["n"] == 3
+        # compare --format csv writes four decimals
+        assert stats["test/acc"]["mean"] == pytest.approx(sum(accs) / 3, abs=5e-5)
+        assert sweep["minutes_per_run"][group] > 0
+    table = "\n".join(bench_quality.section(out))
+    mean = sweep["groups"]["trec_cnn"]["test/acc"]["mean"]
+    assert f"| trec_cnn | {100 * mean:.1f} ± " in table and "91.2 (Kim 2014 CNN-rand)" in table
