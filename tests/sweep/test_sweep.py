@@ -157,6 +157,23 @@ def test_a_failed_job_loses_nothing_else(tmp_path: Path, store: str) -> None:
     assert bad.info.status == "FAILED"
 
 
+def test_a_hydra_interpolation_names_each_jobs_experiment(tmp_path: Path, store: str) -> None:
+    """`tracking.experiment=mr_lstm-on-${hydra:runtime.choices.data}`: the sweep's parent reads
+    the config before any job has set Hydra's runtime, and each job lands in its own experiment
+    (the quality benchmark's sweep over sentence sets)."""
+    grid = [
+        "experiment=mr_lstm",
+        "data=cr,subj",
+        "tracking.experiment=on-${hydra:runtime.choices.data}",
+    ]
+    proc = run_labrun(["train", "-m", *grid, *FAST], labrun_env(tmp_path, store))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(store)
+    for data in ("cr", "subj"):
+        (run,) = client.search_runs([client.get_experiment_by_name(f"on-{data}").experiment_id])
+        assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+
+
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path, store: str) -> None:
     proc = run_labrun(
         [

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,6 +64,9 @@ class MultirunParent(Callback):
     # parent, or a parent never closed. Each hook ends the sweep with its one line instead.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            # Hydra sets this per job; the parent reads the config before any job, and a
+            # `${hydra:...}` in it (tracking.experiment=x-${hydra:runtime.choices.data}) needs it
+            HydraConfig.instance().set_config(config)
             self._start(config)
         except Exception as exc:
             self.fail_if_open(say=False)
