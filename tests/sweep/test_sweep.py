@@ -172,6 +172,8 @@ def test_a_hydra_interpolation_names_each_jobs_experiment(tmp_path: Path, store:
     for data in ("cr", "subj"):
         (run,) = client.search_runs([client.get_experiment_by_name(f"on-{data}").experiment_id])
         assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+    (parent,) = parents(client, "mr_lstm")  # its summary finds the jobs in their experiments
+    assert parent.info.status == "FINISHED" and parent.data.tags["labrun.trials"] == "2"
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path, store: str) -> None:

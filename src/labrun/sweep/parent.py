@@ -84,12 +84,12 @@ def child_tags(parent_id: str, sweep_id: str, trial: int) -> dict[str, str]:
 
 def sweep_trials(client: MlflowClient, parent: Any, sweep_id: str) -> list[Any]:
     """The sweep's trials by number: SLURM's word on their jobs first, earlier attempts of a
-    resumed sweep's jobs left out."""
-    experiments = [client.get_experiment(parent.info.experiment_id).name]
-    runs = search_runs(client, experiments, sweep=sweep_id)
+    resumed sweep's jobs left out. Searched in every experiment: a job's config may name its
+    own (`tracking.experiment=on-${hydra:runtime.choices.data}`, `experiment=a,b`)."""
+    runs = search_runs(client, sweep=sweep_id)
     if any(JOB_TAG in r.data.tags for r in runs):
         close_ended_jobs(client, runs, parent.data.tags.get("labrun.sweep_dir"))
-        runs = search_runs(client, experiments, sweep=sweep_id)
+        runs = search_runs(client, sweep=sweep_id)
     runs = [r for r in runs if "labrun.superseded" not in r.data.tags]
     return sorted(runs, key=lambda r: int(r.data.tags.get("labrun.trial", 0)))
 
