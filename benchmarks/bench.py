@@ -620,7 +620,7 @@ def report(results: dict[str, Any]) -> str:
     lines += bench_slurm.section()
     lines += bench_rerun.section()
     lines += bench_gpu.section()
-    lines += bench_quality.section()
+    lines += ["", *quality] if (quality := bench_quality.section()) else []
     return "\n".join(lines) + "\n"
 
 

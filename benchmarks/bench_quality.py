@@ -52,7 +52,7 @@ REFERENCE = {
     "mr_lstm-on-subj": "89.6 (Kim 2014 CNN-rand, 10-fold CV)",
     "mr_lstm-on-mpqa": "83.4 (Kim 2014 CNN-rand, 10-fold CV)",
     "mnist_dcgan": "FID <= 107.7 (half of 215.5), coverage KL < 0.02",
-    "fashion_mnist_dcgan": "lower than the old recipe's",
+    "fashion_mnist_dcgan": "old recipe, seed 42: FID 80.2, coverage KL 0.012",
 }
 
 
