@@ -365,7 +365,7 @@ def test_ema_weights_trail_the_generator_and_are_what_samples(make_cfg) -> None:
     """`model.ema_decay`: after every generator step the average moves (1 - decay) of the way
     to the new weights; the average, not the raw generator, draws the grids and is exported.
     Unset, there is no average and the checkpoint holds what it always held."""
-    cfg = make_cfg("experiment=mnist_dcgan", "model.ema_decay=0.5")
+    cfg = make_cfg("experiment=mnist_dcgan", "model.ema_decay=0.5", "model.ema_warmup=false")
     model = build(cfg.model, channels=1, image_size=28, num_classes=10)
     expected = [p.detach().clone() for p in model.generator_ema.parameters()]
     snapshots = GeneratorSnapshots()
@@ -388,7 +388,10 @@ def test_ema_weights_trail_the_generator_and_are_what_samples(make_cfg) -> None:
         assert torch.equal(exported[name], value.cpu()), name
 
     plain = build(
-        make_cfg("experiment=mnist_dcgan").model, channels=1, image_size=28, num_classes=10
+        make_cfg("experiment=mnist_dcgan", "model.ema_decay=null", "model.ema_warmup=false").model,
+        channels=1,
+        image_size=28,
+        num_classes=10,
     )
     assert plain.generator_ema is None and plain.sampler is plain.generator
     assert not any(k.startswith("generator_ema") for k in plain.state_dict())
@@ -410,7 +413,9 @@ def test_ema_warmup_forgets_the_first_generators(make_cfg) -> None:
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     assert int(model.state_dict()["ema_updates"]) == 3
     with pytest.raises(ConfigError, match="ema_decay set"):
-        check_targets(make_cfg("experiment=mnist_dcgan", "model.ema_warmup=true"))
+        check_targets(
+            make_cfg("experiment=mnist_dcgan", "model.ema_decay=null", "model.ema_warmup=true")
+        )
 
 
 def test_hinge_loss_is_the_hinge_and_trains_differently(make_cfg) -> None:
@@ -478,7 +483,7 @@ def test_new_gan_options_repeat_bit_for_bit(make_cfg) -> None:
         fit_on_mnist(model, 6, GeneratorSnapshots())
         return model
 
-    a, b, plain = fit(*options), fit(*options), fit("model.ema_decay=0.999")
+    a, b, plain = fit(*options), fit(*options), fit("model.ema_warmup=false")
     ema_a, ema_b = a.generator_ema.state_dict(), b.generator_ema.state_dict()
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
     assert not torch.equal(a.sample_grid(), plain.sample_grid())
