@@ -1,4 +1,5 @@
-from labrun.models.gan import GAN, DCGANDiscriminator, DCGANGenerator, GeneratorSampler
+from labrun.models.dcgan import DCGANDiscriminator, DCGANGenerator, GeneratorSampler
+from labrun.models.gan import GAN
 from labrun.models.image_classifier import ImageClassifier, LeNet
 from labrun.models.kim_cnn import KimCNN, KimCNNNet
 from labrun.models.pipeline import TextClassifierPipeline
