@@ -178,7 +178,11 @@ def test_a_run_recorded_before_the_move_reruns_to_reproduced(
     client.set_terminated(old_id, "FINISHED")
 
     first = rerun_cli.rerun(rerun_cli.parse([old_id, "--tracking-uri", store]))
-    assert first["drift"]["kinds"] == []  # today's configs have the same keys as the stored one
+    # Keys gained since (model.label_smoothing) run at their defaults: reported, not stopping
+    gained = [i for i in first["drift"]["items"] if i["kind"] == "config"]
+    assert gained and all(i["affects"] is False and i["now"] == "present" for i in gained)
+    assert "model.label_smoothing" in {i["what"] for i in gained}
+    assert set(first["drift"]["kinds"]) <= {"config"}
     stored = client.download_artifacts(first["run_id"], "config/config.yaml", str(tmp_path))
     assert "labrun.callbacks.ResumeCheckpoint" in Path(stored).read_text()
     assert client.get_run(first["run_id"]).info.status == "FINISHED"

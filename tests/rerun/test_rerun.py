@@ -254,6 +254,36 @@ def test_drift_stops_the_rerun_unless_allowed(make_cfg, store: str, tmp_path: Pa
     assert item["affects"] is False
 
 
+def test_a_key_gained_since_the_run_reports_its_default_and_does_not_stop(
+    make_cfg, store: str, tmp_path: Path
+) -> None:
+    """A run stored before `model.label_smoothing` existed: its config lacks the key, so its
+    rerun trains at the constructor's default, as the code did then. Reported, not stopping,
+    and the rerun reproduces."""
+    run_id, _ = trained(make_cfg, "model.label_smoothing=0.0")  # what the code did before it
+    client = MlflowClient(store)
+    config = artifact(client, run_id, "config/config.yaml", tmp_path / "a")
+    assert "  label_smoothing: 0.0\n" in config
+    client.log_text(run_id, config.replace("  label_smoothing: 0.0\n", ""), "config/config.yaml")
+    overrides = json.loads(artifact(client, run_id, "config/overrides.json", tmp_path / "b"))
+    overrides["overrides"].remove("model.label_smoothing=0.0")
+    client.log_dict(run_id, overrides, "config/overrides.json")
+    report = recorded_drift(client, run_id, make_cfg().paths)
+    (item,) = report.items
+    assert (item.kind, item.what, item.recorded, item.now, item.affects) == (
+        "config",
+        "model.label_smoothing",
+        "absent (default 0.0)",
+        "present",
+        False,
+    )
+    assert report.stopping == []
+
+    result = run_labrun(["rerun", run_id], labrun_env(tmp_path, store))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model.label_smoothing" in result.stdout and "REPRODUCED" in result.stdout
+
+
 def test_stored_config_naming_os_system_is_refused(make_cfg, store: str, tmp_path: Path) -> None:
     run_id, _ = trained(make_cfg)
     client = MlflowClient(store)

@@ -244,6 +244,20 @@ def _import(target: str, where: str) -> Any:
         raise ConfigError(f"'{where}._target_': cannot import '{target}' ({exc})") from None
 
 
+def parameter_default(target: str, name: str) -> tuple[bool, Any]:
+    """(True, the default) where `target` takes `name` with a default, else (False, None).
+    Call only with a target that passed `check_allowed`: it is imported."""
+    try:
+        obj = _import(target, "")
+        func = obj.__init__ if inspect.isclass(obj) else obj
+        param = inspect.signature(func).parameters.get(name)
+    except (ConfigError, TypeError, ValueError):
+        return False, None
+    if param is None or param.default is inspect.Parameter.empty:
+        return False, None
+    return True, param.default
+
+
 def _parameters(obj: Any) -> tuple[dict[str, Any], bool]:
     """Constructor parameters with their resolved annotations, and whether **kwargs is taken."""
     func = obj.__init__ if inspect.isclass(obj) else obj

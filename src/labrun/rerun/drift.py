@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from labrun.config import targets
 from labrun.config.locations import is_location, is_record_key
 from labrun.files import sha256_file
 from labrun.tracking import provenance
@@ -159,15 +160,38 @@ def data(fingerprint: dict[str, str], data_dir: Path) -> list[Drift]:
 
 def config_schema(stored: dict[str, Any], fresh: dict[str, Any] | None, error: str) -> list[Drift]:
     """Keys in today's composition of the run's overrides that the stored config lacks, and
-    the reverse. A key removed since would make the stored config fail its schema check."""
+    the reverse. A key removed since would make the stored config fail its schema check.
+
+    A rerun runs the stored config, so a key gained since, where the stored node's
+    `_target_` takes it with a default, runs at that default, which is how the code behaved
+    before the key existed (labrun's rule for new options; a code change is code drift).
+    Such a key cannot change the rerun: it is reported, marked as not affecting results.
+    """
     if fresh is None:
         return [Drift("config", "the stored overrides no longer compose", "composed", error)]
     before, after = set(flatten(stored)), set(flatten(fresh))
-    return [
-        Drift("config", key, _presence(key in before), _presence(key in after))
-        for key in sorted(before ^ after)
-        if not is_location(key) and not is_record_key(key)
-    ]
+    found = []
+    for key in sorted(before ^ after):
+        if is_location(key) or is_record_key(key):
+            continue
+        default = _default_in(stored, key) if key in after else None
+        if default is not None:
+            found.append(Drift("config", key, f"absent (default {default})", "present", False))
+        else:
+            found.append(Drift("config", key, _presence(key in before), _presence(key in after)))
+    return found
+
+
+def _default_in(stored: dict[str, Any], key: str) -> str | None:
+    """The default that `key`, absent from `stored`, takes from its node's `_target_`."""
+    parent, _, leaf = key.rpartition(".")
+    node: Any = stored
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
+        return None
+    has, value = targets.parameter_default(node["_target_"], leaf)
+    return repr(value) if has else None
 
 
 def _presence(present: bool) -> str:
@@ -226,8 +250,9 @@ class Report:
 
     @property
     def stopping(self) -> list[Drift]:
-        """Drift of the experiment itself (code, data, config): stops a rerun unless allowed."""
-        return [d for d in self.items if d.kind in EXPERIMENT_KINDS]
+        """Drift of the experiment itself (code, data, config) that can change results: stops
+        a rerun unless allowed."""
+        return [d for d in self.items if d.kind in EXPERIMENT_KINDS and d.affects]
 
     @property
     def machine(self) -> list[Drift]:
