@@ -120,7 +120,8 @@ def plain_setup(base: list[str], epochs: int, out: str) -> tuple[Any, Any, Any]:
 
 def plain_trec(epochs: int) -> dict[str, Any]:
     """The same data module, model, seed, batch order and per-batch reseeding as labrun, in a
-    hand-written loop: zero_grad, forward, cross-entropy, backward, clip, step."""
+    hand-written loop: zero_grad, forward, cross-entropy (with the recipe's label smoothing),
+    backward, clip, step."""
     import torch
     import torch.nn.functional as F
 
@@ -140,7 +141,8 @@ def plain_trec(epochs: int) -> dict[str, Any]:
             for i, (ids, lengths, labels) in enumerate(loader):
                 determinism.reseed(determinism.batch_seed(cfg.seed, epoch, i))
                 optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(ids, lengths), labels)
+                logits = model(ids, lengths)
+                loss = F.cross_entropy(logits, labels, label_smoothing=model.label_smoothing)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 optimizer.step()
@@ -151,10 +153,21 @@ def plain_trec(epochs: int) -> dict[str, Any]:
     return measured(times, steps, losses, memory)
 
 
+def average_into(average: Any, net: Any, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * net; BatchNorm statistics copied."""
+    import torch
+
+    with torch.no_grad():
+        for a, b in zip(average.parameters(), net.parameters(), strict=True):
+            a.lerp_(b, 1.0 - decay)
+        for a, b in zip(average.buffers(), net.buffers(), strict=True):
+            a.copy_(b)
+
+
 def plain_gan(epochs: int) -> dict[str, Any]:
     """The DCGAN's step by hand: D on real and detached fake, then G, each zero_grad/backward/
-    step (the recipe clips neither); the same data module, nets, optimizers, batch order and
-    reseeding."""
+    step (the recipe clips neither), then the moving average of G's weights where the recipe
+    keeps one; the same data module, nets, optimizers, batch order and reseeding."""
     import torch
     import torch.nn.functional as F
 
@@ -166,7 +179,7 @@ def plain_gan(epochs: int) -> dict[str, Any]:
         G, D = gan.generator, gan.discriminator
         loader = dm.train_dataloader()
         smooth, latent = gan.hparams.label_smoothing, gan.hparams.latent_dim
-        losses, times, memory, steps = [], [], [], []
+        losses, times, memory, steps, updates = [], [], [], [], 0
         for epoch in range(epochs):
             loader.batch_sampler.set_epoch(epoch)
             gan.train()
@@ -189,6 +202,12 @@ def plain_gan(epochs: int) -> dict[str, Any]:
                 g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 g_opt.step()
+                if gan.generator_ema is not None:
+                    decay = gan.hparams.ema_decay
+                    if gan.hparams.ema_warmup:
+                        decay = min(decay, (1.0 + updates) / (10.0 + updates))
+                    average_into(gan.generator_ema, G, decay)
+                    updates += 1
                 losses.append(g_loss.item())
                 steps.append(time.perf_counter())
             times.append(time.perf_counter() - start)
