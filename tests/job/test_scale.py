@@ -10,10 +10,12 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import TINY, labrun_env, run_labrun
 
-# |test accuracy, 2 ranks x 32 - 1 rank x 64| after 4 epochs of trec: the runs see different
-# batches, so they agree only statistically; one run's accuracy on 500 questions has a standard
-# error of about 1.5 points, a difference of two about 2.1: 5 points is 2.4 of those.
-DDP_TOLERANCE = 0.05
+# |test accuracy, 2 ranks x 32 - 1 rank x 64| after 4 x 40 batches of trec_lstm: the runs see
+# different batches and dropout masks, so they differ as two seeds do, not just by the test
+# set's sampling error. Measured 2026-12-05 (seeds 42, 1, 2): one process 0.864/0.814/0.784
+# (std 0.040), two ranks 0.772/0.822/0.788 (std 0.025), differences -0.092/+0.008/+0.004.
+# The difference of two such runs has a std of about 0.047: 0.12 is 2.5 of those.
+DDP_TOLERANCE = 0.12
 
 
 def finished_runs(store: str, experiment: str = "trec_lstm") -> list[Any]:
@@ -78,7 +80,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
     assert ddp_steps == single_steps
     gap = abs(ddp.data.metrics["test/acc"] - single.data.metrics["test/acc"])
     assert gap <= DDP_TOLERANCE, (ddp.data.metrics["test/acc"], single.data.metrics["test/acc"])
-    assert ddp.data.metrics["test/acc"] > 0.6  # it learned: the comparison means something
+    assert ddp.data.metrics["test/acc"] > 0.7  # it learned: the comparison means something
     assert ddp.data.params["trainer.strategy"] == "ddp"
 
 
