@@ -44,6 +44,11 @@ PREFLIGHT = [
         ["train", "model.pooling=median"],
         "'model.pooling' must be one of 'last', 'mean', 'max'",
     ),
+    (
+        "bad-embedding-init",
+        ["train", "model=kim_cnn", "model.embedding_init=xavier"],
+        "'model.embedding_init' must be one of 'normal', 'uniform'",
+    ),
     ("negative-lr", ["train", "model.optimizer.lr=-1"], "'model.optimizer.lr' must be > 0, got -1"),
     ("zero-lr", ["train", "model.optimizer.lr=0"], "'model.optimizer.lr' must be > 0"),
     ("string-lr", ["train", "model.optimizer.lr=fast"], "'model.optimizer.lr'"),

@@ -12,7 +12,7 @@ from annotated_types import Ge, Gt
 from torch import nn
 
 from labrun.config.rules import Positive, PositiveInts, Probability
-from labrun.models.text_classifier import TokenClassifier
+from labrun.models.text_classifier import EmbeddingInit, TokenClassifier, init_embedding
 
 
 class KimCNNNet(nn.Module):
@@ -32,10 +32,12 @@ class KimCNNNet(nn.Module):
         filters: int = 100,
         widths: tuple[int, ...] = (3, 4, 5),
         dropout: float = 0.5,
+        embedding_init: EmbeddingInit = "normal",
     ) -> None:
         super().__init__()
         self.widths = tuple(widths)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        init_embedding(self.embedding, embedding_init)
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, filters, w) for w in self.widths)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(filters * len(self.widths), num_classes)
@@ -81,11 +83,14 @@ class KimCNN(TokenClassifier):
         monitor: str = "val/acc",
         label_smoothing: Probability = 0.0,
         max_norm: Annotated[float, Gt(0)] | None = None,
+        embedding_init: EmbeddingInit = "normal",
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         widths = tuple(int(w) for w in widths)  # not Hydra's ListConfig: checkpoints load
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # weights-only (torch>=2.6)
-        self.net = KimCNNNet(vocab_size, num_classes, embedding_dim, hidden_size, widths, dropout)
+        self.net = KimCNNNet(
+            vocab_size, num_classes, embedding_dim, hidden_size, widths, dropout, embedding_init
+        )
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

@@ -13,6 +13,17 @@ from labrun.config.rules import Positive, Probability
 from labrun.models.classifier import Classifier
 
 Pooling = Literal["last", "mean", "max"]
+EmbeddingInit = Literal["normal", "uniform"]
+
+
+def init_embedding(embedding: nn.Embedding, how: EmbeddingInit) -> None:
+    """`normal`: PyTorch's N(0, 1). `uniform`: U[-0.25, 0.25] as Kim (2014) draws random word
+    vectors, small enough that training moves them; the padding row stays zero either way."""
+    if how == "uniform":
+        with torch.no_grad():
+            embedding.weight.uniform_(-0.25, 0.25)
+            if embedding.padding_idx is not None:
+                embedding.weight[embedding.padding_idx].zero_()
 
 
 class LSTMNet(nn.Module):
@@ -28,10 +39,12 @@ class LSTMNet(nn.Module):
         bidirectional: bool = True,
         dropout: Probability = 0.3,
         pooling: Pooling = "max",
+        embedding_init: EmbeddingInit = "normal",
     ) -> None:
         super().__init__()
         self.pooling = pooling
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        init_embedding(self.embedding, embedding_init)
         self.lstm = nn.LSTM(
             embedding_dim,
             hidden_size,
@@ -112,6 +125,7 @@ class TextClassifier(TokenClassifier):
         l1: Annotated[float, Ge(0)] = 0.0,
         monitor: str = "val/acc",
         label_smoothing: Probability = 0.0,
+        embedding_init: EmbeddingInit = "normal",
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -124,4 +138,5 @@ class TextClassifier(TokenClassifier):
             bidirectional,
             dropout,
             pooling,
+            embedding_init,
         )
