@@ -730,8 +730,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument(
         "--quality",
-        action="store_true",
-        help="only the default recipes under 3 seeds, pooled by labrun compare (~1 h)",
+        nargs="*",
+        choices=list(bench_quality.SWEEPS),
+        metavar="SWEEP",
+        help="only the default recipes under 3 seeds, pooled by labrun compare (~1 h); "
+        f"name sweeps ({', '.join(map(repr, bench_quality.SWEEPS))}) to run only those and "
+        "keep the others' last figures",
     )
     p.add_argument(
         "--slurm", action="store_true", help="only the sweeps on the one-node SLURM cluster"
@@ -748,8 +752,8 @@ def main() -> None:
     if args.gpu:
         bench_gpu.main([])
         args.mode = "report"
-    if args.quality:
-        bench_quality.main()
+    if args.quality is not None:
+        bench_quality.main(args.quality or None)
         args.mode = "report"
     if args.rerun:
         bench_rerun.main()
