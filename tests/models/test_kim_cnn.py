@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import lightning as L
 import mlflow
+import pytest
 import torch
+import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
 from labrun.job.build import build
@@ -16,9 +18,10 @@ from tests.helpers import TINY
 RUN = [*TINY, "trainer.max_epochs=2"]
 
 
-def test_logits_do_not_depend_on_the_batch_or_its_padding() -> None:
+@pytest.mark.parametrize("wide", [False, True])
+def test_logits_do_not_depend_on_the_batch_or_its_padding(wide: bool) -> None:
     torch.manual_seed(0)
-    net = KimCNNNet(vocab_size=50, num_classes=3, embedding_dim=8, filters=4).eval()
+    net = KimCNNNet(vocab_size=50, num_classes=3, embedding_dim=8, filters=4, wide=wide).eval()
     short = torch.tensor([[7, 8]])  # shorter than the widest filter (5)
     longer = torch.tensor([[7, 8, 0, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 9, 10]])
     alone = net(short, torch.tensor([2]))
@@ -28,6 +31,23 @@ def test_logits_do_not_depend_on_the_batch_or_its_padding() -> None:
     other = longer.clone()
     other[0, 2:] = 11
     assert torch.equal(net(other, torch.tensor([2, 8]))[0], batched[0])
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_pooling_sees_the_windows_kim_describes(wide: bool) -> None:
+    """Narrow: the windows inside the sentence (zero-padded to the widest filter). Wide: every
+    window that holds a word, the sentence padded with width - 1 zeros on each side."""
+    torch.manual_seed(0)
+    net = KimCNNNet(vocab_size=50, num_classes=3, embedding_dim=8, filters=4, wide=wide).eval()
+    for ids in ([7, 8], [1, 2, 3, 4, 5, 6, 9]):
+        x = net.embedding(torch.tensor([ids])).transpose(1, 2)
+        pooled = []
+        for width, conv in zip(net.widths, net.convs, strict=True):
+            edges = (width - 1, width - 1) if wide else (0, max(0, max(net.widths) - len(ids)))
+            pooled.append(F.relu(conv(F.pad(x, edges))).amax(2))
+        expected = net.head(torch.cat(pooled, 1))
+        got = net(torch.tensor([ids]), torch.tensor([len(ids)]))
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
 def test_it_trains_on_trec_with_the_lstm_recipe(make_cfg, store: str) -> None:

@@ -20,8 +20,10 @@ class KimCNNNet(nn.Module):
 
     Each width's feature map is max-pooled over the windows that start inside the sentence,
     and whatever lies past its end reads as zero vectors (a sentence shorter than the widest
-    filter is padded with zeros to it, as Kim does): a sentence gets the same logits whatever
-    its batch pads it with.
+    filter is padded with zeros to it): a sentence gets the same logits whatever its batch
+    pads it with. `wide` pads width - 1 zero vectors before and after the sentence, as Kim's
+    code does, so every window that holds at least one word counts: a short question's first
+    and last words get as many windows as its middle ones.
     """
 
     def __init__(
@@ -33,9 +35,11 @@ class KimCNNNet(nn.Module):
         widths: tuple[int, ...] = (3, 4, 5),
         dropout: float = 0.5,
         embedding_init: EmbeddingInit = "normal",
+        wide: bool = False,
     ) -> None:
         super().__init__()
         self.widths = tuple(widths)
+        self.wide = wide
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         init_embedding(self.embedding, embedding_init)
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, filters, w) for w in self.widths)
@@ -49,12 +53,14 @@ class KimCNNNet(nn.Module):
         lengths = lengths.to(ids.device)
         words = torch.arange(ids.size(1), device=ids.device)[None, :] < lengths[:, None]
         x = (self.embedding(ids) * words[:, :, None]).transpose(1, 2)  # [B, E, T], padding 0
-        lengths = lengths.clamp(min=widest)
+        if not self.wide:
+            lengths = lengths.clamp(min=widest)
         pooled = []
         for width, conv in zip(self.widths, self.convs, strict=True):
-            maps = F.relu(conv(x))  # [B, F, T - width + 1]
+            edge = width - 1 if self.wide else 0
+            maps = F.relu(conv(F.pad(x, (edge, edge))))  # [B, F, T + 2 * edge - width + 1]
             inside = torch.arange(maps.size(2), device=ids.device)[None, :] <= (
-                lengths[:, None] - width
+                lengths[:, None] + 2 * edge - width
             )
             pooled.append(maps.masked_fill(~inside[:, None, :], float("-inf")).max(2).values)
         return self.head(self.dropout(torch.cat(pooled, 1)))
@@ -67,6 +73,7 @@ class KimCNN(TokenClassifier):
     uses for its width, so a recipe's size and dropout apply to either architecture
     (`experiment=trec_lstm model=kim_cnn`). `max_norm` (Kim: 3) rescales each class's row of
     the output layer to at most that L2 norm after every optimizer step; unset, no constraint.
+    `wide` pads each sentence's edges with width - 1 zero vectors, as Kim's code does.
     """
 
     def __init__(
@@ -84,12 +91,20 @@ class KimCNN(TokenClassifier):
         label_smoothing: Probability = 0.0,
         max_norm: Annotated[float, Gt(0)] | None = None,
         embedding_init: EmbeddingInit = "normal",
+        wide: bool = False,
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         widths = tuple(int(w) for w in widths)  # not Hydra's ListConfig: checkpoints load
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # weights-only (torch>=2.6)
         self.net = KimCNNNet(
-            vocab_size, num_classes, embedding_dim, hidden_size, widths, dropout, embedding_init
+            vocab_size,
+            num_classes,
+            embedding_dim,
+            hidden_size,
+            widths,
+            dropout,
+            embedding_init,
+            wide,
         )
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
