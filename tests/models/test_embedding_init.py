@@ -24,10 +24,14 @@ def test_uniform_draws_small_word_vectors_and_keeps_padding_zero(make_cfg, model
     assert not uniform[0].any() and not normal[0].any()  # the padding row
 
 
-def test_the_default_is_pytorchs_normal(make_cfg) -> None:
-    """A recipe that does not set it, and a run stored before it existed, get N(0, 1)."""
-    cfg = make_cfg("model=kim_cnn", "model.embedding_dim=300")
-    assert cfg.model.embedding_init == "normal"
+@pytest.mark.parametrize("model", ["lstm_classifier", "kim_cnn"])
+def test_the_default_is_pytorchs_normal(make_cfg, model: str) -> None:
+    """A recipe that does not set it (agnews_lstm) gets N(0, 1), and so does a run stored
+    before the key existed (the key dropped: the class's default)."""
+    over = [f"model={model}", "model.embedding_dim=300"]
+    assert make_cfg("experiment=agnews_lstm", *over).model.embedding_init == "normal"
+    cfg = make_cfg("experiment=trec_lstm", *over, "~model.embedding_init")
+    assert "embedding_init" not in cfg.model
     torch.manual_seed(0)
     default = build(cfg.model, vocab_size=500, num_classes=6).net.embedding.weight
     torch.manual_seed(0)

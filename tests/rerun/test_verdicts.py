@@ -64,8 +64,11 @@ def test_a_rerun_on_another_cpu_is_consistent_with_its_seeds(
     """Generic kernels instead of the recorded AVX ones: not identical, so the original is
     tested against 3 seeds here (its own, a stored sibling's, one new), and the verdict says
     which drift ruled exactness out and where the runs first part."""
-    original = trained(make_cfg)
-    sibling = trained(make_cfg, "seed=43")
+    # a run whose last bits the generic kernels change: in 6 batches the lower-cased data's
+    # do; the recipe's cased TREC happens to come out bit-identical on both kernels (tried:
+    # the rerun is then rightly REPRODUCED, which is not what this test is about)
+    original = trained(make_cfg, "data.lowercase=true")
+    sibling = trained(make_cfg, "seed=43", "data.lowercase=true")
     client = MlflowClient(store)
     env = labrun_env(tmp_path, store, ATEN_CPU_CAPABILITY="default")
     done = run_labrun(["rerun", original, "--seeds", "3"], env)
