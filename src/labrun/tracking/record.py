@@ -123,7 +123,24 @@ def record_datasets(run: TrackedRun, dm: Any, name: str) -> None:
         )
         inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", context)]))
     if inputs:
-        run.client.log_inputs(run.run_id, datasets=inputs)
+        log_inputs(run.client, run.run_id, inputs)
+
+
+def log_inputs(client: Any, run_id: str, inputs: list[Any], tries: int = 5) -> None:
+    """`client.log_inputs`, again when it loses a race: two jobs of a parallel sweep that start
+    together log the same dataset (experiment, name, digest), and MLflow looks for it before
+    inserting it, so one insert can fail on the store's unique constraint. The dataset is
+    there by then, and logging again links it to this run."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as exc:
+            if "unique constraint" not in str(exc).lower() or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def dataset_schema(dm: Any) -> str | None:
