@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -74,9 +76,33 @@ def get_runs(client: MlflowClient, run_ids: Iterable[str]) -> list[Run]:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
+T = TypeVar("T")
+
+
+def again_if_raced(write: Callable[[], T], tries: int = 5) -> T:
+    """`write()`, again when it lost a race. MLflow looks for a row before inserting it (an
+    experiment by name, a dataset by name and digest), so two jobs of a parallel sweep that
+    start together can both look, both insert, and one fail on the store's unique
+    constraint. The row is there by then: the same write, done again, finds and uses it."""
+    for attempt in range(1, tries):
+        try:
+            return write()
+        except MlflowException as exc:
+            # SQLite: "UNIQUE constraint failed"; PostgreSQL: "violates unique constraint"
+            if "unique constraint" not in str(exc).lower():
+                raise
+            time.sleep(0.05 * attempt)
+    return write()
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     """The id of experiment `name`, created with artifacts under `artifact_root/name` if new;
-    marked as model training for MLflow's UI (an older labrun experiment gets the mark too)."""
+    marked as model training for MLflow's UI (an older labrun experiment gets the mark too).
+    Jobs starting together may all find it missing: see `again_if_raced`."""
+    return again_if_raced(lambda: _ensure_experiment(client, name, artifact_root))
+
+
+def _ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if not any(k in exp.tags for k in EXPERIMENT_KIND):  # a user's own kind is kept

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labrun.config.locations import CONFIG_HASH_TAG, SEED_GROUP_TAG, config_hash, seed_group
 from labrun.contracts import HasTestResults, NamesSplitFiles, TestResults
+from labrun.store.client import again_if_raced
 from labrun.store.registry import MODEL_TAG
 from labrun.tracking import code, provenance
 from labrun.tracking.params import flatten
@@ -123,24 +124,7 @@ def record_datasets(run: TrackedRun, dm: Any, name: str) -> None:
         )
         inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", context)]))
     if inputs:
-        log_inputs(run.client, run.run_id, inputs)
-
-
-def log_inputs(client: Any, run_id: str, inputs: list[Any], tries: int = 5) -> None:
-    """`client.log_inputs`, again when it loses a race: two jobs of a parallel sweep that start
-    together log the same dataset (experiment, name, digest), and MLflow looks for it before
-    inserting it, so one insert can fail on the store's unique constraint. The dataset is
-    there by then, and logging again links it to this run."""
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(tries):
-        try:
-            client.log_inputs(run_id, datasets=inputs)
-            return
-        except MlflowException as exc:
-            if "unique constraint" not in str(exc).lower() or attempt == tries - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
+        again_if_raced(lambda: run.client.log_inputs(run.run_id, datasets=inputs))
 
 
 def dataset_schema(dm: Any) -> str | None:
