@@ -1,6 +1,6 @@
 """`model.embedding_init`: `uniform` draws word vectors from U[-0.25, 0.25] (Kim 2014) for
-either text network, `normal` (the default) keeps PyTorch's N(0, 1), padding stays zero, and
-a bad name is refused before anything is built."""
+either text network, `normal` (the default) keeps PyTorch's N(0, 1), and padding stays zero.
+A bad name is refused before anything is built: tests/test_bad_input.py."""
 
 from __future__ import annotations
 

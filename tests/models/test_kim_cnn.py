@@ -50,6 +50,15 @@ def test_pooling_sees_the_windows_kim_describes(wide: bool) -> None:
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
+def test_the_recipe_reaches_the_net(make_cfg) -> None:
+    """`trec_cnn` sets wide convolutions and Kim's word vectors; an override takes them back."""
+    net = build(make_cfg("experiment=trec_cnn").model, vocab_size=50, num_classes=6).net
+    assert net.wide and net.embedding.weight.abs().max() <= 0.25
+    cfg = make_cfg("experiment=trec_cnn", "model.wide=false", "model.embedding_init=normal")
+    net = build(cfg.model, vocab_size=50, num_classes=6).net
+    assert not net.wide and net.embedding.weight.abs().max() > 1
+
+
 def test_it_trains_on_trec_with_the_lstm_recipe(make_cfg, store: str) -> None:
     cfg = make_cfg("experiment=trec_lstm", "model=kim_cnn", *RUN, "tracking.log_model=true")
     metrics = train(cfg)
