@@ -49,6 +49,11 @@ PREFLIGHT = [
         ["train", "model=kim_cnn", "model.embedding_init=xavier"],
         "'model.embedding_init' must be one of 'normal', 'uniform'",
     ),
+    (
+        "zero-bn-batches",
+        ["train", "experiment=mnist_dcgan", "model.recompute_bn=0"],
+        "'model.recompute_bn' must be > 0, got 0",
+    ),
     ("negative-lr", ["train", "model.optimizer.lr=-1"], "'model.optimizer.lr' must be > 0, got -1"),
     ("zero-lr", ["train", "model.optimizer.lr=0"], "'model.optimizer.lr' must be > 0"),
     ("string-lr", ["train", "model.optimizer.lr=fast"], "'model.optimizer.lr'"),

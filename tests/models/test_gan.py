@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import http.server
 import json
@@ -18,6 +19,7 @@ import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from torch import Tensor
 
 from labrun.config.targets import check_targets
 from labrun.data import ImageDataModule
@@ -27,7 +29,7 @@ from labrun.job.build import build
 from labrun.job.train import train
 from labrun.metrics import load_or_train, mode_coverage
 from labrun.models import GAN
-from labrun.models.gan import diff_augment, discriminator_loss, generator_loss
+from labrun.models.gan import BN_BATCH, diff_augment, discriminator_loss, generator_loss
 from tests.helpers import DATA_DIR, artifact_paths, labrun_env, run_labrun
 
 TINY_GAN = [
@@ -301,7 +303,9 @@ def test_mode_coverage_sees_a_dropped_class() -> None:
     assert dropped["kl"] > 1.0 and dropped["classes_covered"] == 9
 
 
-def fit_on_mnist(model: GAN, max_steps: int, callback: L.Callback) -> None:
+def fit_on_mnist(
+    model: GAN, max_steps: int, callback: L.Callback, extra: list[L.Callback] | None = None
+) -> None:
     """A bare Trainer over real MNIST batches of 32: no validation, logger or checkpoints."""
     dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
     dm.setup()
@@ -312,7 +316,7 @@ def fit_on_mnist(model: GAN, max_steps: int, callback: L.Callback) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[callback],
+        callbacks=[callback, *(extra or [])],
     )
     trainer.fit(model, train_dataloaders=dm.train_dataloader())
 
@@ -365,7 +369,12 @@ def test_ema_weights_trail_the_generator_and_are_what_samples(make_cfg) -> None:
     """`model.ema_decay`: after every generator step the average moves (1 - decay) of the way
     to the new weights; the average, not the raw generator, draws the grids and is exported.
     Unset, there is no average and the checkpoint holds what it always held."""
-    cfg = make_cfg("experiment=mnist_dcgan", "model.ema_decay=0.5", "model.ema_warmup=false")
+    cfg = make_cfg(
+        "experiment=mnist_dcgan",
+        "model.ema_decay=0.5",
+        "model.ema_warmup=false",
+        "model.recompute_bn=null",
+    )
     model = build(cfg.model, channels=1, image_size=28, num_classes=10)
     expected = [p.detach().clone() for p in model.generator_ema.parameters()]
     snapshots = GeneratorSnapshots()
@@ -395,6 +404,75 @@ def test_ema_weights_trail_the_generator_and_are_what_samples(make_cfg) -> None:
     )
     assert plain.generator_ema is None and plain.sampler is plain.generator
     assert not any(k.startswith("generator_ema") for k in plain.state_dict())
+
+
+class GridEachBatch(L.Callback):
+    """Draws the sample grid after every batch, as a validation or the grid callback would."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        pl_module.sample_grid()
+
+
+def batchnorm_inputs(net: torch.nn.Module, batches: list[torch.Tensor]) -> list[list[Tensor]]:
+    """Each BatchNorm's input for each batch, the net in train mode."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    seen: list[list[Tensor]] = [[] for _ in norms]
+    hooks = [
+        m.register_forward_pre_hook(lambda _, x, i=i: seen[i].append(x[0].detach()))
+        for i, m in enumerate(norms)
+    ]
+    net.train()
+    with torch.no_grad():
+        for z in batches:
+            net(z)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_recompute_bn_measures_the_samplers_own_statistics(ema: bool, make_cfg) -> None:
+    """`model.recompute_bn`: before a grid, the sampler's BatchNorm statistics become the mean
+    and unbiased variance of its own inputs over that many batches of fixed noise (the live
+    generator's trailing ones otherwise), and drawing grids never changes training."""
+    ema_args = ["model.ema_decay=0.5"] if ema else ["model.ema_decay=null"]
+
+    def fit(batches: str) -> tuple[GAN, GeneratorSnapshots]:
+        L.seed_everything(5)
+        cfg = make_cfg("experiment=mnist_dcgan", *ema_args, "model.ema_warmup=false", batches)
+        model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+        snapshots = GeneratorSnapshots()
+        fit_on_mnist(model, 6, snapshots, extra=[GridEachBatch()])
+        return model, snapshots
+
+    running, running_steps = fit("model.recompute_bn=null")
+    model, steps = fit("model.recompute_bn=3")
+    for a, b in zip(running_steps.after, steps.after, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))  # training untouched
+
+    grid = model.sample_grid()
+    sampler = model.sampler
+    assert sampler is (model.generator_ema if ema else model.generator)
+    noise = [model._noise(BN_BATCH, 200_000 + i) for i in range(3)]
+    inputs = batchnorm_inputs(copy.deepcopy(sampler), noise)
+    norms = [m for m in sampler.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == len(inputs) == 2  # the projection's and the one upsampling's
+    for norm, seen in zip(norms, inputs, strict=True):
+        dims = [0, 2, 3] if seen[0].dim() == 4 else [0]
+        mean = torch.stack([x.mean(dims) for x in seen]).mean(0)
+        var = torch.stack([x.var(dims, unbiased=True) for x in seen]).mean(0)
+        torch.testing.assert_close(norm.running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(norm.running_var, var, rtol=1e-4, atol=1e-5)
+        assert norm.momentum == 0.1  # put back: training's running statistics go on as before
+    old = next(m for m in running.sampler.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not torch.allclose(old.running_mean, norms[1].running_mean)
+    with torch.no_grad():
+        assert torch.equal(grid, (sampler.eval()(model.fixed_noise) + 1) / 2)
+    assert not torch.equal(grid, running.sample_grid())
+    exported = model.export(None).generator.state_dict()
+    assert torch.equal(exported["project.1.running_mean"], norms[0].running_mean)
+    model.load_state_dict(running.state_dict())  # the same weights, the trailing statistics
+    assert torch.equal(model.sample_grid(), grid)  # measured again after a load
 
 
 def test_ema_warmup_forgets_the_first_generators(make_cfg) -> None:

@@ -24,6 +24,8 @@ from labrun.errors import ConfigError
 # Runs pickled before the nets moved to dcgan.py name them here: keep them importable.
 from labrun.models.dcgan import DCGANDiscriminator, DCGANGenerator, GeneratorSampler
 
+BN_BATCH = 128  # noise vectors per batch when `recompute_bn` measures BatchNorm statistics
+
 __all__ = ["GAN", "DCGANDiscriminator", "DCGANGenerator", "GeneratorSampler"]
 
 
@@ -116,6 +118,12 @@ class GAN(L.LightningModule):
     `loss`: `bce`, the non-saturating loss of the DCGAN paper, or `hinge` (Lim & Ye 2017; the
     SN-GAN and BigGAN loss). `d_augment` lists DiffAugment transforms (`translation`,
     `cutout`) that both real and generated images pass through before the discriminator.
+
+    `recompute_bn` (e.g. 100): before it samples for a grid, validation, test or export, the
+    sampler's BatchNorm statistics are measured again on the sampler itself, over that many
+    batches of fixed noise ("standing statistics", Brock et al. 2019). The running statistics
+    trail the weights, and a moving average of the weights has none of its own (it copies the
+    live generator's); unset, the running statistics are used as they are.
     """
 
     validation_metrics = ("val/fid",)  # labrun.contracts.DeclaresMetrics
@@ -152,6 +160,7 @@ class GAN(L.LightningModule):
         ema_warmup: bool = False,
         loss: Literal["bce", "hinge"] = "bce",
         d_augment: list[Literal["translation", "cutout"]] | None = None,
+        recompute_bn: Positive | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -176,6 +185,7 @@ class GAN(L.LightningModule):
         self.features_config = dict(features or {})
         self._metrics: dict[str, Any] = {}  # not registered: kept out of checkpoints and .train()
         self.test_results: dict[str, Any] = {}
+        self._bn_measured = False  # recompute_bn's statistics are the sampler's current ones
 
     def check_shapes(self, data_shape: tuple[int, int, int]) -> None:
         """Fail before training when the nets and the data disagree on image shape."""
@@ -255,8 +265,37 @@ class GAN(L.LightningModule):
             a.copy_(b)
 
     @torch.no_grad()
+    def recompute_bn_stats(self) -> None:
+        """`recompute_bn` batches of fixed noise through the sampler in train mode, each
+        BatchNorm averaging them all (momentum None); a no-op when unset. The noise has its own
+        seeds: the global RNG, and so training, is untouched."""
+        batches, sampler = self.hparams.recompute_bn, self.sampler
+        norms = [m for m in sampler.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not batches or not norms or self._bn_measured:
+            return
+        momenta = [m.momentum for m in norms]
+        was = sampler.training
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        sampler.train()
+        try:
+            for i in range(batches):
+                sampler(self._noise(BN_BATCH, 200_000 + i))
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+            sampler.train(was)
+        self._bn_measured = True  # until a training step or a load changes the sampler
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self._bn_measured = False
+        return super().load_state_dict(*args, **kwargs)
+
+    @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
         """The fixed-noise grid in [0, 1]; the same noise every epoch."""
+        self.recompute_bn_stats()
         sampler = self.sampler
         was = sampler.training
         sampler.eval()
@@ -304,6 +343,7 @@ class GAN(L.LightningModule):
         g_opt.step()
         if self.generator_ema is not None:
             self.update_ema()
+        self._bn_measured = False
 
         self.log_dict(
             {
@@ -333,6 +373,9 @@ class GAN(L.LightningModule):
         fid.update(real, real=True)
         fid.update(self.sampler(self._noise(len(real), batch_idx)), real=False)
 
+    def on_validation_epoch_start(self) -> None:
+        self.recompute_bn_stats()
+
     def on_validation_epoch_end(self) -> None:
         fid = self._metric("val_fid")
         self.log("val/fid", fid.compute(), prog_bar=True)
@@ -355,6 +398,7 @@ class GAN(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_results = {}
+        self.recompute_bn_stats()
 
     def on_test_epoch_end(self) -> None:
         from labrun.metrics.features import mode_coverage
@@ -384,4 +428,5 @@ class GAN(L.LightningModule):
         self.test_results = {"samples": self.sample_grid().cpu(), "coverage": coverage}
 
     def export(self, datamodule: Any) -> nn.Module:
+        self.recompute_bn_stats()
         return GeneratorSampler(copy.deepcopy(self.sampler).cpu(), self.hparams.latent_dim)
