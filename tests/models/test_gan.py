@@ -29,7 +29,8 @@ from labrun.job.build import build
 from labrun.job.train import train
 from labrun.metrics import load_or_train, mode_coverage
 from labrun.models import GAN
-from labrun.models.gan import BN_BATCH, diff_augment, discriminator_loss, generator_loss
+from labrun.models.diff_augment import diff_augment
+from labrun.models.gan import BN_BATCH, discriminator_loss, generator_loss
 from tests.helpers import DATA_DIR, artifact_paths, labrun_env, run_labrun
 
 TINY_GAN = [
