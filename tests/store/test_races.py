@@ -1,5 +1,6 @@
-"""Jobs that start together: a parallel sweep's first jobs create the same experiment and log
-the same dataset at the same moment, in a real SQLite store, and none may fail for it."""
+"""Jobs that start together: a parallel sweep's first jobs open a new store, create the same
+experiment and log the same dataset at the same moment, in a real SQLite store, and none may
+fail for it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 
-from labrun.store.client import again_if_raced, ensure_experiment
+from labrun.store.client import again_if_raced, check_reachable, ensure_experiment
 
 JOBS = 6
 
@@ -75,3 +76,28 @@ def test_jobs_starting_together_all_log_the_same_dataset(tmp_path: Path) -> None
     for run in runs:
         (logged,) = run.inputs.dataset_inputs  # each run links its one dataset
         assert logged.dataset.digest == "0123456789abcdef"
+
+
+def _open_new(store: str, barrier: mp.Barrier, out: mp.Queue) -> None:
+    barrier.wait()
+    try:
+        check_reachable(store, 10.0)  # what every labrun command does before its first read
+        out.put(len(MlflowClient(store).search_experiments()))
+    except Exception as exc:
+        out.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def test_jobs_starting_together_all_open_a_new_store(tmp_path: Path) -> None:
+    """Two runs started at once on a store that does not exist yet both created and migrated
+    its tables, and both failed ("table _alembic_tmp_tags already exists")."""
+    ctx = mp.get_context("spawn")  # fresh processes: nothing of MLflow's opened or cached yet
+    for attempt in range(3):
+        store = f"sqlite:///{tmp_path}/{attempt}/mlflow.db"
+        barrier, out = ctx.Barrier(JOBS), ctx.Queue()
+        jobs = [ctx.Process(target=_open_new, args=(store, barrier, out)) for _ in range(JOBS)]
+        for p in jobs:
+            p.start()
+        results = [out.get(timeout=180) for _ in jobs]
+        for p in jobs:
+            p.join(timeout=60)
+        assert results == [1] * JOBS, results  # each sees the one Default experiment

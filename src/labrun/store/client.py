@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 import urllib.error
@@ -48,7 +49,21 @@ def check_reachable(uri: str, timeout_s: float) -> None:
                 "or point tracking.uri / MLFLOW_TRACKING_URI at a running one"
             ) from None
     elif uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        open_sqlite_store(uri)
+
+
+def open_sqlite_store(uri: str) -> None:
+    """Open (create and migrate, if new) a SQLite store with a lock held beside it. Jobs that
+    start together on a new store would each create and migrate its tables, and all but one
+    fail on the half-made schema ("table _alembic_tmp_tags already exists"). MLflow keeps
+    the opened store per process, so the lock is taken once per process and store."""
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        _get_store(uri)
 
 
 def client_for(uri: str | None) -> MlflowClient:
