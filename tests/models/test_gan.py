@@ -30,7 +30,8 @@ from labrun.job.train import train
 from labrun.metrics import load_or_train, mode_coverage
 from labrun.models import GAN
 from labrun.models.diff_augment import diff_augment
-from labrun.models.gan import BN_BATCH, discriminator_loss, generator_loss
+from labrun.models.gan import BN_BATCH
+from labrun.models.gan_losses import discriminator_loss, generator_loss
 from tests.helpers import DATA_DIR, artifact_paths, labrun_env, run_labrun
 
 TINY_GAN = [
@@ -568,3 +569,53 @@ def test_new_gan_options_repeat_bit_for_bit(make_cfg) -> None:
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
     assert not torch.equal(a.sample_grid(), plain.sample_grid())
     assert torch.equal(a.sample_grid(), b.sample_grid())
+
+
+class LearningRates(L.Callback):
+    """Both optimizers' learning rates as each training batch used them."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        g, d = (opt.param_groups[0]["lr"] for opt in trainer.optimizers)
+        self.seen.append((g, d))
+
+
+@pytest.mark.parametrize("start", [None, 0.5, 0.0])
+def test_lr_decay_start_lowers_both_learning_rates_to_zero(start: float | None, make_cfg) -> None:
+    """`model.lr_decay_start`: from that fraction of max_epochs on, both learning rates fall
+    linearly towards 0 at the last batch; unset, they stay what the optimizers were given."""
+    cfg = make_cfg(
+        "experiment=mnist_dcgan", f"model.lr_decay_start={start}".replace("None", "null")
+    )
+    model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
+    dm.setup()
+    lrs = LearningRates()
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=4,  # 8 batches: batch b starts at b/8 of training
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[lrs],
+    )
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    scales = {
+        None: [1] * 8,
+        0.5: [1, 1, 1, 1, 1, 0.75, 0.5, 0.25],
+        0.0: [1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125],
+    }[start]
+    g0, d0 = cfg.model.g_optimizer.lr, cfg.model.d_optimizer.lr
+    assert [g for g, _ in lrs.seen] == pytest.approx([g0 * s for s in scales], rel=1e-9)
+    assert [d for _, d in lrs.seen] == pytest.approx([d0 * s for s in scales], rel=1e-9)
+
+
+def test_lr_decay_start_needs_max_epochs(make_cfg) -> None:
+    cfg = make_cfg("experiment=mnist_dcgan", "model.lr_decay_start=0.5")
+    model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+    with pytest.raises(ConfigError, match=r"fraction of trainer\.max_epochs, which is not set"):
+        fit_on_mnist(model, 4, LearningRates())

@@ -1,5 +1,5 @@
-"""DCGAN training: the two nets (`labrun.models.dcgan`) stepped in turn and their losses;
-DiffAugment is in `labrun.models.diff_augment`.
+"""DCGAN training: the two nets (`labrun.models.dcgan`) stepped in turn on their losses
+(`labrun.models.gan_losses`); DiffAugment is in `labrun.models.diff_augment`.
 
 FID and KID are measured in an offline feature space (`labrun.metrics.features`); mode
 coverage is the class histogram of generated images under that space's classifier.
@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from annotated_types import Gt, Interval
 from torch import nn
 
@@ -24,30 +23,11 @@ from labrun.errors import ConfigError
 # Runs pickled before the nets moved to dcgan.py name them here: keep them importable.
 from labrun.models.dcgan import DCGANDiscriminator, DCGANGenerator, GeneratorSampler
 from labrun.models.diff_augment import diff_augment
+from labrun.models.gan_losses import discriminator_loss, generator_loss
 
 BN_BATCH = 128  # noise vectors per batch when `recompute_bn` measures BatchNorm statistics
 
 __all__ = ["GAN", "DCGANDiscriminator", "DCGANGenerator", "GeneratorSampler"]
-
-
-def discriminator_loss(
-    kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """bce: -log D(x) - log(1 - D(G(z))), real targets 1 - label_smoothing; hinge: the mean
-    of max(0, 1 - D(x)) + max(0, 1 + D(G(z))), zero once reals score >= 1 and fakes <= -1."""
-    if kind == "hinge":
-        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
-    target = torch.full_like(real, 1.0 - label_smoothing)
-    return F.binary_cross_entropy_with_logits(real, target) + F.binary_cross_entropy_with_logits(
-        fake, torch.zeros_like(fake)
-    )
-
-
-def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    """bce: the non-saturating -log D(G(z)); hinge: -D(G(z)), the logit itself."""
-    if kind == "hinge":
-        return -fake.mean()
-    return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
 
 
 def _build(factory: Callable[..., nn.Module], **shape: int) -> nn.Module:
@@ -79,6 +59,9 @@ class GAN(L.LightningModule):
     batches of fixed noise ("standing statistics", Brock et al. 2019). The running statistics
     trail the weights, and a moving average of the weights has none of its own (it copies the
     live generator's); unset, the running statistics are used as they are.
+
+    `lr_decay_start` (e.g. 0.5): from that fraction of `trainer.max_epochs` on, both learning
+    rates fall linearly towards 0 at the last step (manual optimisation has no scheduler hook).
     """
 
     validation_metrics = ("val/fid",)  # labrun.contracts.DeclaresMetrics
@@ -116,6 +99,7 @@ class GAN(L.LightningModule):
         loss: Literal["bce", "hinge"] = "bce",
         d_augment: list[Literal["translation", "cutout"]] | None = None,
         recompute_bn: Positive | None = None,
+        lr_decay_start: Annotated[float, Interval(ge=0, lt=1)] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -273,6 +257,7 @@ class GAN(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         real, _ = batch
         g_opt, d_opt = self.optimizers()
+        self.decay_lr(batch_idx, (g_opt.optimizer, d_opt.optimizer))
         n = len(real)
         z = torch.randn(n, self.hparams.latent_dim, device=self.device)
         fake = self.generator(z)
@@ -313,6 +298,22 @@ class GAN(L.LightningModule):
             batch_size=n,
             sync_dist=True,
         )
+
+    def decay_lr(self, batch_idx: int, optimizers: tuple[torch.optim.Optimizer, ...]) -> None:
+        """Set each learning rate from where training is, so a resumed run continues it."""
+        start, trainer = self.hparams.lr_decay_start, self.trainer
+        if start is None:
+            return
+        epochs = trainer.max_epochs or -1
+        if epochs < 1:
+            raise ConfigError(
+                "model.lr_decay_start is a fraction of trainer.max_epochs, which is not set; "
+                "set trainer.max_epochs or model.lr_decay_start=null"
+            )
+        done = (trainer.current_epoch + batch_idx / trainer.num_training_batches) / epochs
+        scale = min(1.0, (1.0 - done) / (1.0 - start))
+        for group in (g for opt in optimizers for g in opt.param_groups):
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [
