@@ -54,6 +54,11 @@ PREFLIGHT = [
         ["train", "experiment=mnist_dcgan", "model.recompute_bn=0"],
         "'model.recompute_bn' must be > 0, got 0",
     ),
+    (
+        "lr-decay-at-the-end",
+        ["train", "experiment=mnist_dcgan", "model.lr_decay_start=1"],
+        "'model.lr_decay_start' must be in [0, 1)",
+    ),
     ("negative-lr", ["train", "model.optimizer.lr=-1"], "'model.optimizer.lr' must be > 0, got -1"),
     ("zero-lr", ["train", "model.optimizer.lr=0"], "'model.optimizer.lr' must be > 0"),
     ("string-lr", ["train", "model.optimizer.lr=fast"], "'model.optimizer.lr'"),
