@@ -92,6 +92,7 @@ class KimCNN(TokenClassifier):
         max_norm: Annotated[float, Gt(0)] | None = None,
         embedding_init: EmbeddingInit = "normal",
         wide: bool = False,
+        word_dropout: Probability = 0.0,
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         widths = tuple(int(w) for w in widths)  # not Hydra's ListConfig: checkpoints load

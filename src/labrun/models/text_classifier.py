@@ -13,6 +13,7 @@ from labrun.config.rules import Positive, Probability
 from labrun.models.classifier import Classifier
 
 Pooling = Literal["last", "mean", "max"]
+PAD_ID, UNK_ID = 0, 1  # labrun.data.preprocess.Vocabulary: <pad> then <unk>
 EmbeddingInit = Literal["normal", "uniform"]
 
 
@@ -80,7 +81,11 @@ class LSTMNet(nn.Module):
 
 class TokenClassifier(Classifier):
     """What a classifier over token ids shares, whatever its network: batches of (ids,
-    lengths, labels), `self.net(ids, lengths)`, and the raw-text model it exports."""
+    lengths, labels), `self.net(ids, lengths)`, and the raw-text model it exports.
+
+    `hparams.word_dropout` (e.g. 0.1): in training, each word becomes `<unk>` with that
+    probability (Iyyer et al. 2015), so the net cannot lean on a few rare words; 0 draws
+    nothing, so a run without it uses the random stream it always did."""
 
     net: nn.Module
 
@@ -91,6 +96,10 @@ class TokenClassifier(Classifier):
         self, batch: tuple[torch.Tensor, ...]
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         ids, lengths, labels = batch
+        rate = self.hparams.get("word_dropout", 0.0)
+        if self.training and rate:
+            dropped = (torch.rand(ids.shape, device=ids.device) < rate) & (ids != PAD_ID)
+            ids = ids.masked_fill(dropped, UNK_ID)
         return (ids, lengths), labels
 
     def export(self, datamodule: Any) -> nn.Module:
@@ -126,6 +135,7 @@ class TextClassifier(TokenClassifier):
         monitor: str = "val/acc",
         label_smoothing: Probability = 0.0,
         embedding_init: EmbeddingInit = "normal",
+        word_dropout: Probability = 0.0,
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
