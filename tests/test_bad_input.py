@@ -55,6 +55,11 @@ PREFLIGHT = [
         "'model.recompute_bn' must be > 0, got 0",
     ),
     (
+        "bad-d-norm",
+        ["train", "experiment=mnist_dcgan", "model.discriminator.norm=layer"],
+        "'model.discriminator.norm' must be one of 'batch', 'spectral'",
+    ),
+    (
         "lr-decay-at-the-end",
         ["train", "experiment=mnist_dcgan", "model.lr_decay_start=1"],
         "'model.lr_decay_start' must be in [0, 1)",

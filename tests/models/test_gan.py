@@ -619,3 +619,26 @@ def test_lr_decay_start_needs_max_epochs(make_cfg) -> None:
     model = build(cfg.model, channels=1, image_size=28, num_classes=10)
     with pytest.raises(ConfigError, match=r"fraction of trainer\.max_epochs, which is not set"):
         fit_on_mnist(model, 4, LearningRates())
+
+
+def test_spectral_norm_bounds_each_discriminator_layer(make_cfg) -> None:
+    """`model.discriminator.norm=spectral`: no BatchNorm in D, and after training steps each
+    layer's weight has largest singular value ~1 while the weight Adam moves does not."""
+    L.seed_everything(2)
+    cfg = make_cfg("experiment=mnist_dcgan", "model.discriminator.norm=spectral")
+    model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+    fit_on_mnist(model, 6, GeneratorSnapshots())
+    d = model.discriminator
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in d.modules())
+    layers = [m for m in d.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 3
+    for layer in layers:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
+        raw = torch.linalg.matrix_norm(layer.parametrizations.weight.original.flatten(1), ord=2)
+        assert 0.9 < sigma < 1.1 and not 0.9 < raw < 1.1, (sigma, raw)
+
+    plain = build(
+        make_cfg("experiment=mnist_dcgan").model, channels=1, image_size=28, num_classes=10
+    )
+    norms = [m for m in plain.discriminator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 1 and not hasattr(plain.discriminator.net[0], "parametrizations")

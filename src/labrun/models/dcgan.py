@@ -6,8 +6,11 @@ Their own module so that `labrun.models.gan` holds the training and `model.gener
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from labrun.errors import ConfigError
 
@@ -68,25 +71,37 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """images -> one logit each; no BatchNorm on the first layer, LeakyReLU(0.2)."""
+    """images -> one logit each; no BatchNorm on the first layer, LeakyReLU(0.2).
+
+    `norm`: `batch` (DCGAN's BatchNorm after each inner convolution) or `spectral` (no
+    BatchNorm; every layer's weight divided by its largest singular value, Miyato et al.
+    2018, which bounds how fast D's judgement can change instead of normalising batches)."""
 
     def __init__(
-        self, channels: int, image_size: int, width: int = 64, dropout: float = 0.0
+        self,
+        channels: int,
+        image_size: int,
+        width: int = 64,
+        dropout: float = 0.0,
+        norm: Literal["batch", "spectral"] = "batch",
     ) -> None:
         super().__init__()
         side, steps = _upsamplings(image_size)
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         c = width
         for _ in range(steps - 1):
-            layers += [
-                nn.Conv2d(c, c * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(c * 2),
-                nn.LeakyReLU(0.2, True),
-            ]
+            conv = nn.Conv2d(c, c * 2, 4, 2, 1, bias=norm == "spectral")
+            batch_norm = [nn.BatchNorm2d(c * 2)] if norm == "batch" else []
+            layers += [conv, *batch_norm, nn.LeakyReLU(0.2, True)]
             c *= 2
         layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * side * side, 1)]
         self.net = nn.Sequential(*layers)
-        self.apply(_init_weights)
+        if norm == "batch":
+            self.apply(_init_weights)
+        else:  # PyTorch's init, as SN-GAN: Adam's steps would swing N(0, 0.02) weights around
+            for layer in self.net:
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
