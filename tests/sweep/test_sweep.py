@@ -586,3 +586,31 @@ def test_a_killed_grid_sweep_continues_where_it_stopped(tmp_path: Path, store: s
     (row,) = json.loads(listed.stdout)
     assert (row["sweep_id"], row["kind"], row["status"]) == (sweep_id, "multirun", "FINISHED")
     assert row["counts"] == {"queued": 0, "running": 0, "finished": 2, "failed": 0}
+
+
+def test_compare_groups_a_model_sweep_by_the_choice_names(tmp_path: Path, store: str) -> None:
+    """`labrun train -m model=lstm_classifier,kim_cnn seed=1,2`, then `labrun compare --sweep
+    ID --group-by model`: each run records its config groups' choices, and the pooled table
+    names the architectures as they were chosen, two seeds each."""
+    grid = ["model=lstm_classifier,kim_cnn", "seed=1,2", "model.embedding_dim=32"]
+    proc = run_labrun(["train", "-m", *grid, *FAST], labrun_env(tmp_path, store))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    (parent,) = parents(client)
+    kids = children(client, parent.info.run_id)
+    assert sorted(k.data.tags["labrun.choice.model"] for k in kids) == [
+        "kim_cnn",
+        "kim_cnn",
+        "lstm_classifier",
+        "lstm_classifier",
+    ]
+    assert {k.data.tags["labrun.choice.data"] for k in kids} == {"trec"}
+    assert {k.data.tags["labrun.choice.model/optimizer"] for k in kids} == {"adam"}
+    sweep_id = parent.data.tags["labrun.sweep_id"]
+    args = ["compare", "--sweep", sweep_id, "--group-by", "model", "--format", "csv"]
+    table = run_labrun([*args, "--metric", "test/acc"], labrun_env(tmp_path, store))
+    assert table.returncode == 0, table.stderr[-3000:]
+    lines = table.stdout.splitlines()
+    assert any(line.startswith("model,n,mean,std") for line in lines), table.stdout
+    pooled = {line.split(",")[0]: line.split(",")[1] for line in lines if "," in line}
+    assert pooled["lstm_classifier"] == "2" and pooled["kim_cnn"] == "2", table.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from labrun.compare.stats import grouping_value
 from labrun.files import pyplot
 from labrun.store.query import run_label
 
@@ -36,7 +37,7 @@ def plot_pooled_curves(client: Any, runs: Sequence[Any], keys: Sequence[str], me
     for r in runs:
         history = {m.step: m.value for m in client.get_metric_history(r.info.run_id, metric)}
         if history:
-            groups.setdefault(tuple(r.data.params.get(k) for k in keys), []).append(history)
+            groups.setdefault(tuple(grouping_value(r, k) for k in keys), []).append(history)
     for key, curves in sorted(groups.items(), key=lambda kv: str(kv[0])):
         steps = sorted(set.intersection(*(set(c) for c in curves)))  # steps every seed logged
         if not steps:

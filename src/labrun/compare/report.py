@@ -13,7 +13,13 @@ from labrun.compare.diff import pair_diff
 from labrun.compare.plots import plot_curves, plot_parallel, plot_pooled_curves, plot_scatter
 from labrun.compare.render import Section, png_bytes, print_rich, render
 from labrun.compare.select import pick_metrics, select
-from labrun.compare.stats import BOOTSTRAP_NOTE, TEST_NOTE, group_stats, seeds_advice
+from labrun.compare.stats import (
+    BOOTSTRAP_NOTE,
+    TEST_NOTE,
+    group_stats,
+    grouping_value,
+    seeds_advice,
+)
 from labrun.errors import LabrunError
 from labrun.store.client import client_for
 from labrun.store.query import differing_params, rows, run_label
@@ -113,17 +119,16 @@ LOWER_IS_BETTER = ("loss", "fid", "kid", "kl", "error", "perplexity")
 
 
 def group_keys(runs: list[Any], keys: list[str]) -> list[str]:
-    """`--group-by model`: a config node with no value of its own groups by the class it
-    builds (`model._target_`), so the LSTM and the CNN are two groups."""
+    """`--group-by model`: a config group groups by its choice (`lstm_classifier`,
+    `kim_cnn`), which each run records; runs recorded before choices were (or made without
+    Hydra) group by the class the node builds (`model._target_`)."""
 
     def resolved(key: str) -> str:
         node = f"{key}._target_"
         recorded = [r.data.params for r in runs]
-        return (
-            node
-            if all(key not in p for p in recorded) and any(node in p for p in recorded)
-            else key
-        )
+        if any(key in p for p in recorded) or all(grouping_value(r, key) for r in runs):
+            return key
+        return node if any(node in p for p in recorded) else key
 
     return [resolved(k) for k in keys]
 
@@ -137,7 +142,7 @@ def group_sections(
 ) -> tuple[list[Section], list[str]]:
     """One pooled table per metric (the runs that share the values of `keys`, i.e. seeds,
     pooled; each group against the best), and the seeds-needed advice for the first metric."""
-    unknown = [k for k in keys if all(k not in r.data.params for r in runs)]
+    unknown = [k for k in keys if all(grouping_value(r, k) is None for r in runs)]
     if unknown:
         raise LabrunError(f"--group-by {unknown[0]}: no selected run has that param")
     sections: list[Section] = []

@@ -7,7 +7,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from labrun.config.locations import CHOICE_TAG
 from labrun.errors import LabrunError
+
+
+def grouping_value(run: Any, key: str) -> str | None:
+    """What `--group-by key` reads: the param, else the config group's choice (`model`:
+    `lstm_classifier`), which runs record as a tag."""
+    value = run.data.params.get(key)
+    return run.data.tags.get(CHOICE_TAG + key) if value is None else value
+
 
 TEST_NOTE = (
     "Welch's t-test of each group against the best one: seeds make independent samples, "
@@ -41,7 +50,7 @@ def group_stats(
         value = r.data.metrics.get(metric)
         if value is None or math.isnan(value):
             continue
-        groups.setdefault(tuple(r.data.params.get(k) for k in keys), []).append(value)
+        groups.setdefault(tuple(grouping_value(r, k) for k in keys), []).append(value)
     if not groups:
         raise LabrunError(f"no run in the selection has a value for {metric}")
     out = []

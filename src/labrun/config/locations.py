@@ -37,6 +37,7 @@ def is_location(key: str) -> bool:
 
 CONFIG_HASH_TAG = "labrun.config_hash"  # on every run: what a resumed sweep matches
 SEED_GROUP_TAG = "labrun.seed_group"  # on every run: the same config under another seed
+CHOICE_TAG = "labrun.choice."  # + a config group (model, data, model/optimizer): its choice
 # Keys that follow from the seed (`data.shuffle_seed: ${seed}`) or only name the run.
 SEED_KEYS = ("seed", "data.shuffle_seed", "tracking.tags", "allowed_targets")
 

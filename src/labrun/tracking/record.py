@@ -13,7 +13,13 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from labrun.config.locations import CONFIG_HASH_TAG, SEED_GROUP_TAG, config_hash, seed_group
+from labrun.config.locations import (
+    CHOICE_TAG,
+    CONFIG_HASH_TAG,
+    SEED_GROUP_TAG,
+    config_hash,
+    seed_group,
+)
 from labrun.contracts import HasTestResults, NamesSplitFiles, TestResults
 from labrun.store.client import again_if_raced
 from labrun.store.registry import MODEL_TAG
@@ -74,6 +80,12 @@ def record_config(run: TrackedRun, cfg: DictConfig) -> None:
             CONFIG_HASH_TAG: config_hash(cfg),
             SEED_GROUP_TAG: seed_group(cfg),
             "mlflow.note.content": description(choices.get("experiment")),
+            **{
+                CHOICE_TAG + group: str(choice)
+                for group, choice in choices.items()
+                # hydra's own groups say nothing about the experiment; MLflow refuses "@"
+                if choice is not None and not group.startswith("hydra") and "@" not in group
+            },
         }
     )
 
