@@ -24,6 +24,10 @@ QUICK = [
     *(o for o in TINY if not o.startswith("+trainer.limit_train_batches")),
     "+trainer.limit_train_batches=6",
     "tracking.log_model=false",
+    # Whether another kernel or thread count changes a run's last bits depends on the shapes;
+    # these tests' drifts were found with batches of 50 (the recipe's 25 gives runs that the
+    # generic kernels and 2 threads leave bit-identical), so the shape is pinned here.
+    "data.batch_size=50",
 ]
 
 
