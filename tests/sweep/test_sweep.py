@@ -618,3 +618,13 @@ def test_compare_groups_a_model_sweep_by_the_choice_names(tmp_path: Path, store:
     assert any(line.startswith("model,n,mean,std") for line in lines), table.stdout
     pooled = {line.split(",")[0]: line.split(",")[1] for line in lines if "," in line}
     assert pooled["lstm_classifier"] == "2" and pooled["kim_cnn"] == "2", table.stdout
+    typo = run_labrun([*args[:3], "--group-by", "modle"], labrun_env(tmp_path, store))
+    assert typo.returncode == 2
+    assert (
+        typo.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "--group-by modle: no selected run has that param or config group; "
+            "use a param (model.hidden_size) or a group (model, data, model/optimizer)"
+        )
+    ), typo.stderr

@@ -144,7 +144,10 @@ def group_sections(
     pooled; each group against the best), and the seeds-needed advice for the first metric."""
     unknown = [k for k in keys if all(grouping_value(r, k) is None for r in runs)]
     if unknown:
-        raise LabrunError(f"--group-by {unknown[0]}: no selected run has that param")
+        raise LabrunError(
+            f"--group-by {unknown[0]}: no selected run has that param or config group; "
+            "use a param (model.hidden_size) or a group (model, data, model/optimizer)"
+        )
     sections: list[Section] = []
     advice: list[str] = []
     header = [*keys, *GROUP_HEADER, *VERSUS_HEADER]

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1  # their places at the head of every vocabulary
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 _NUMERIC_ENTITY = re.compile(r"(?<!&)#(\d+);")
@@ -62,9 +63,9 @@ class TextPreprocessor:
 
     def encode(self, cleaned: str) -> list[int]:
         """Token ids of already-cleaned text, cut to `max_length`, at least one token long."""
-        stoi, unk = self.stoi, 1
-        ids = [stoi.get(tok, unk) for tok in self.tokenize(cleaned)[: self.max_length]]
-        return ids or [unk]
+        stoi = self.stoi
+        ids = [stoi.get(tok, UNK_ID) for tok in self.tokenize(cleaned)[: self.max_length]]
+        return ids or [UNK_ID]
 
     def __call__(self, text: str) -> list[int]:
         return self.encode(self.clean(text))

@@ -10,10 +10,10 @@ from annotated_types import Ge
 from torch import nn
 
 from labrun.config.rules import Positive, Probability
+from labrun.data.preprocess import PAD_ID, UNK_ID
 from labrun.models.classifier import Classifier
 
 Pooling = Literal["last", "mean", "max"]
-PAD_ID, UNK_ID = 0, 1  # labrun.data.preprocess.Vocabulary: <pad> then <unk>
 EmbeddingInit = Literal["normal", "uniform"]
 
 

@@ -56,7 +56,7 @@ def open_sqlite_store(uri: str) -> None:
     """Open (create and migrate, if new) a SQLite store with a lock held beside it. Jobs that
     start together on a new store would each create and migrate its tables, and all but one
     fail on the half-made schema ("table _alembic_tmp_tags already exists"). MLflow keeps
-    the opened store per process, so the lock is taken once per process and store."""
+    the opened store per process, so after the first call this only takes and drops the lock."""
     from mlflow.tracking._tracking_service.utils import _get_store
 
     db = Path(uri.removeprefix("sqlite:///"))
