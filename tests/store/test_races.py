@@ -87,17 +87,23 @@ def _open_new(store: str, barrier: mp.Barrier, out: mp.Queue) -> None:
         out.put(f"{type(exc).__name__}: {exc}"[:300])
 
 
+def open_together(store: str) -> list:
+    """JOBS fresh processes (nothing of MLflow's opened or cached yet) open `store` at once:
+    what each saw (the number of experiments), or the error it raised."""
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(JOBS), ctx.Queue()
+    jobs = [ctx.Process(target=_open_new, args=(store, barrier, out)) for _ in range(JOBS)]
+    for p in jobs:
+        p.start()
+    results = [out.get(timeout=180) for _ in jobs]
+    for p in jobs:
+        p.join(timeout=60)
+    return results
+
+
 def test_jobs_starting_together_all_open_a_new_store(tmp_path: Path) -> None:
     """Two runs started at once on a store that does not exist yet both created and migrated
     its tables, and both failed ("table _alembic_tmp_tags already exists")."""
-    ctx = mp.get_context("spawn")  # fresh processes: nothing of MLflow's opened or cached yet
     for attempt in range(3):
-        store = f"sqlite:///{tmp_path}/{attempt}/mlflow.db"
-        barrier, out = ctx.Barrier(JOBS), ctx.Queue()
-        jobs = [ctx.Process(target=_open_new, args=(store, barrier, out)) for _ in range(JOBS)]
-        for p in jobs:
-            p.start()
-        results = [out.get(timeout=180) for _ in jobs]
-        for p in jobs:
-            p.join(timeout=60)
+        results = open_together(f"sqlite:///{tmp_path}/{attempt}/mlflow.db")
         assert results == [1] * JOBS, results  # each sees the one Default experiment

@@ -3,6 +3,7 @@ started once for these tests, as `make server` starts it."""
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from labrun.store import server
 from tests.helpers import FAST, labrun_env, run_labrun
+from tests.store.test_races import JOBS, open_together
 
 
 def free_port() -> int:
@@ -53,6 +55,42 @@ def test_make_server_answers_and_stores_in_postgresql(team: server.Server) -> No
     with server.psycopg2_connect(team.pg_port, "mlflow") as conn, conn.cursor() as cur:
         cur.execute("select count(*) from runs where run_uuid = %s", (run.info.run_id,))
         assert cur.fetchone()[0] == 1
+
+
+def test_jobs_starting_together_all_open_a_new_postgresql_database(team: server.Server) -> None:
+    """The SQLite race of tests/store/test_races.py on PostgreSQL: jobs pointed straight at a
+    new database all created and migrated MLflow's tables at once."""
+    for attempt in range(3):
+        name = f"fresh_{attempt}_{time.time_ns()}"
+        conn = server.psycopg2_connect(team.pg_port, "postgres")
+        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+        conn.close()
+        results = open_together(team.database_uri(name))
+        assert results == [1] * JOBS, results  # each sees the one Default experiment
+
+
+def test_an_unreachable_postgresql_store_is_one_line(tmp_path: Path) -> None:
+    uri = f"postgresql+psycopg2://labrun:secret@127.0.0.1:{free_port()}/mlflow"
+    done = run_labrun(["runs"], labrun_env(tmp_path, uri))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "labrun: error: cannot reach the PostgreSQL store postgresql+psycopg2://labrun:***@"
+    )
+    assert "start the database or fix tracking.uri" in line and "secret" not in line
+
+
+def test_a_postgresql_uri_without_its_driver_is_one_line(tmp_path: Path) -> None:
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which labrun does not install:
+    this was a ModuleNotFoundError."""
+    assert importlib.util.find_spec("psycopg") is None  # labrun installs psycopg2 only
+    done = run_labrun(["runs"], labrun_env(tmp_path, "postgresql://labrun@127.0.0.1:9/mlflow"))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("labrun: error: no PostgreSQL driver for postgresql:// "), line
+    assert "write postgresql+psycopg2://" in line
 
 
 def test_two_worker_sweep_against_the_server_loses_nothing(

@@ -50,6 +50,8 @@ def check_reachable(uri: str, timeout_s: float) -> None:
             ) from None
     elif uri.startswith("sqlite:///"):
         open_sqlite_store(uri)
+    elif uri.split("://", 1)[0].split("+", 1)[0].lower() == "postgresql":
+        open_postgresql_store(uri, timeout_s)
 
 
 def open_sqlite_store(uri: str) -> None:
@@ -64,6 +66,44 @@ def open_sqlite_store(uri: str) -> None:
     with open(db.with_name(db.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         _get_store(uri)
+
+
+# pg_advisory_lock's key: a labrun job is opening (creating or migrating) this database's store
+MIGRATION_LOCK = int.from_bytes(b"labrun", "big")
+
+
+def open_postgresql_store(uri: str, timeout_s: float) -> None:
+    """Open (create and migrate, if new) a PostgreSQL store under a session advisory lock:
+    the SQLite race again, in a database that has no file to lock beside it. The lock lives in
+    the database and goes with the connection, so a killed job cannot leave it held."""
+    import sqlalchemy
+    from mlflow.tracking._tracking_service.utils import _get_store
+    from sqlalchemy.pool import NullPool
+
+    url = sqlalchemy.engine.make_url(uri)
+    wait = {"connect_timeout": max(1, round(timeout_s))}  # libpq takes whole seconds
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=wait, poolclass=NullPool)
+    except ImportError as exc:  # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3
+        raise TrackingError(
+            f"no PostgreSQL driver for {url.drivername}:// ({exc}); write "
+            "postgresql+psycopg2:// (installed with labrun) in tracking.uri, or pip install psycopg"
+        ) from None
+    try:
+        conn = engine.connect()
+    except sqlalchemy.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise TrackingError(
+            f"cannot reach the PostgreSQL store {url.render_as_string(hide_password=True)} "
+            f"({reason}); start the database or fix tracking.uri / MLFLOW_TRACKING_URI"
+        ) from None
+    lock = sqlalchemy.text("SELECT pg_advisory_lock(:key)")
+    try:
+        conn.execute(lock, {"key": MIGRATION_LOCK})
+        _get_store(uri)
+    finally:
+        conn.close()  # ends the session, and the lock with it
+        engine.dispose()
 
 
 def client_for(uri: str | None) -> MlflowClient:
