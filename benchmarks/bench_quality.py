@@ -119,7 +119,18 @@ def one_sweep(
         "groups": pooled(shown.stdout, key),
         "minutes_per_run": minutes(store, folder.name, key),
         "when": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
     }
+
+
+def machine() -> str:
+    """The CPU and the kernels torch picked on it: the same code and seeds give other last
+    bits on another CPU, and a 3-seed mean moved by up to 1.5 points between two machines."""
+    import torch
+
+    from labrun.tracking.provenance import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def main(
@@ -182,7 +193,8 @@ def section(path: Path | None = None) -> list[str]:
     for name, sweep in results.items():
         metrics = sorted({m for g in sweep["groups"].values() for m in g})
         lines += [
-            f"**{name}** (`{sweep['command']}`; {sweep['when']})",
+            f"**{name}** (`{sweep['command']}`; {sweep['when']}; "
+            f"{sweep.get('machine', 'CPU not recorded')})",
             "",
             "| recipe | " + " | ".join(metrics) + " | reference | min/run |",
             "| --- | " + " | ".join("---" for _ in metrics) + " | --- | --- |",

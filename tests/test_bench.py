@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,5 +82,9 @@ def test_the_quality_table_is_labrun_compare_over_three_seeds(tmp_path, monkeypa
         assert stats["test/acc"]["mean"] == pytest.approx(sum(accs) / 3, abs=5e-5)
         assert sweep["minutes_per_run"][group] > 0
     table = "\n".join(bench_quality.section(out))
+    # which CPU measured it: the one each run recorded, named beside the sweep's command
+    recorded = client.download_artifacts(runs[0].info.run_id, "provenance/provenance.json")
+    cpu = json.loads(Path(recorded).read_text())["cpu"]
+    assert sweep["machine"].startswith(f"{cpu}, ") and f"; {sweep['machine']})" in table
     mean = sweep["groups"]["trec_cnn"]["test/acc"]["mean"]
     assert f"| trec_cnn | {100 * mean:.1f} ± " in table and "91.2 (Kim 2014 CNN-rand)" in table
