@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from labrun.errors import TrackingError
-from labrun.store.places import check_store_uri
+from labrun.store.places import check_store_uri, store_scheme
 
 # MLflow retries an unreachable server for minutes by default; fail within seconds instead.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
@@ -50,7 +50,7 @@ def check_reachable(uri: str, timeout_s: float) -> None:
             ) from None
     elif uri.startswith("sqlite:///"):
         open_sqlite_store(uri)
-    elif uri.split("://", 1)[0].split("+", 1)[0].lower() == "postgresql":
+    elif store_scheme(uri) == "postgresql":
         open_postgresql_store(uri, timeout_s)
 
 

@@ -42,14 +42,19 @@ def check_places(uri: str, artifact_root: str | None, run_dir: str | None) -> No
         )
 
 
+def store_scheme(uri: str) -> str:
+    """The store's kind, without a driver: postgresql+psycopg2://... -> postgresql."""
+    return uri.split("://", 1)[0].split("+", 1)[0].lower()
+
+
 def check_store_uri(uri: str, write: bool = True) -> None:
     """A URI MLflow opens as a tracking store; `write`: one a run can be written to."""
-    kinds = "sqlite:///PATH/mlflow.db, http://HOST:PORT or postgresql://USER@HOST/DB"
+    kinds = "sqlite:///PATH/mlflow.db, http://HOST:PORT or postgresql+psycopg2://USER@HOST/DB"
     if "://" not in uri and uri != "databricks":
         raise TrackingError(
             f"tracking URI '{uri}' is a plain path (MLflow's retired file store); {FIX} {kinds}"
         )
-    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
+    scheme = store_scheme(uri)
     if scheme not in SCHEMES:
         raise TrackingError(f"unknown tracking URI scheme '{scheme}' in {uri}; {FIX} {kinds}")
     if scheme == "sqlite" and uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
