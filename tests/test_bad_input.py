@@ -376,6 +376,16 @@ PREFLIGHT = [
         "unknown config key 'model.hiden_size'",
     ),
     ("cfg-threads", ["train", "--cfg", "job", "threads=0"], "'threads' must be >= 1"),
+    (  # --cfg writes nothing, but a store URI MLflow cannot open is still a wrong value
+        "cfg-store-scheme",
+        ["train", "--cfg", "job", "tracking.uri=postgres://u@db/x"],
+        "unknown tracking URI scheme 'postgres'",
+    ),
+    (
+        "cfg-multirun-store",
+        ["train", "-m", "--cfg", "job", "seed=1,2", "tracking.uri=./mlruns"],
+        "is a plain path",
+    ),
     (
         "config-dir-missing",
         ["train", "--config-dir", "/nonexistent/conf"],

@@ -128,12 +128,10 @@ def hydra_task(name: str, load_app: Callable[[], Callable[[], None]], argv: list
     with extra_config_dirs(dirs):
         if any(a in ("-m", "--multirun") for a in argv):
             checked = preflight_multirun(name, overrides_of(argv))  # before the parent run
-            for cfg in checked if writes else []:  # a swept tracking.uri: each job's store
-                check_run_places(cfg)
+            for cfg in checked:  # a swept tracking.uri: each job's store
+                check_run_places(cfg, writes)
         elif not any(a.split("=")[0] in NO_PREFLIGHT for a in argv):
-            checked = preflight(name, overrides_of(argv))
-            if writes:
-                check_run_places(checked)
+            check_run_places(preflight(name, overrides_of(argv)), writes)
         # Hydra reads its overrides from sys.argv; argv[0] names the command in Hydra's --help.
         sys.argv = [f"labrun {name}", *argv]
         load_app()()  # imported after the preflight: a bad value never waits for MLflow

@@ -19,9 +19,13 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 FIX = "point tracking.uri (or MLFLOW_TRACKING_URI) at"
 
 
-def check_run_places(cfg: Any) -> None:
-    """`check_places` for a composed train/eval config (its store, artifacts and run folder)."""
+def check_run_places(cfg: Any, writes: bool = True) -> None:
+    """`check_places` for a composed train/eval config (its store, artifacts and run folder);
+    not `writes` (`--cfg` only prints): only that the store URI is one MLflow can open."""
     tracking = cfg.tracking
+    if not writes:
+        check_store_kind(str(tracking.uri))
+        return
     check_places(str(tracking.uri), tracking.get("artifact_root"), cfg.paths.get("run_dir"))
 
 
@@ -47,8 +51,8 @@ def store_scheme(uri: str) -> str:
     return uri.split("://", 1)[0].split("+", 1)[0].lower()
 
 
-def check_store_uri(uri: str, write: bool = True) -> None:
-    """A URI MLflow opens as a tracking store; `write`: one a run can be written to."""
+def check_store_kind(uri: str) -> None:
+    """A URI of a kind MLflow opens as a tracking store (from its text alone)."""
     kinds = "sqlite:///PATH/mlflow.db, http://HOST:PORT or postgresql+psycopg2://USER@HOST/DB"
     if "://" not in uri and uri != "databricks":
         raise TrackingError(
@@ -57,6 +61,12 @@ def check_store_uri(uri: str, write: bool = True) -> None:
     scheme = store_scheme(uri)
     if scheme not in SCHEMES:
         raise TrackingError(f"unknown tracking URI scheme '{scheme}' in {uri}; {FIX} {kinds}")
+
+
+def check_store_uri(uri: str, write: bool = True) -> None:
+    """A URI MLflow opens as a tracking store; `write`: one a run can be written to."""
+    check_store_kind(uri)
+    scheme = store_scheme(uri)
     if scheme == "sqlite" and uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
         check_sqlite_file(Path(uri.removeprefix("sqlite:///").split("?", 1)[0]), uri, write)
 
