@@ -328,6 +328,7 @@ def test_gradient_clipping_reaches_both_nets(clip: float | None, make_cfg) -> No
     cfg = make_cfg(
         "experiment=mnist_dcgan",
         f"model.gradient_clip_val={clip or 'null'}",
+        "model.loss=bce",  # the smoothing needs BCE; the recipe's hinge refuses it
         "model.label_smoothing=0.1",
     )
     model = build(cfg.model, channels=1, image_size=28, num_classes=10)
@@ -519,7 +520,7 @@ def test_hinge_loss_is_the_hinge_and_trains_differently(make_cfg) -> None:
         fit_on_mnist(model, 4, snapshots)
         return snapshots.after[-1]
 
-    plain = generator_after("model.label_smoothing=0")
+    plain = generator_after("model.loss=bce", "model.label_smoothing=0")
     hinge = generator_after("model.loss=hinge", "model.label_smoothing=0")
     assert any(not torch.equal(a, b) for a, b in zip(plain, hinge, strict=True))
 
@@ -638,7 +639,10 @@ def test_spectral_norm_bounds_each_discriminator_layer(make_cfg) -> None:
         assert 0.9 < sigma < 1.1 and not 0.9 < raw < 1.1, (sigma, raw)
 
     plain = build(
-        make_cfg("experiment=mnist_dcgan").model, channels=1, image_size=28, num_classes=10
+        make_cfg("experiment=mnist_dcgan", "model.discriminator.norm=batch").model,
+        channels=1,
+        image_size=28,
+        num_classes=10,
     )
     norms = [m for m in plain.discriminator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(norms) == 1 and not hasattr(plain.discriminator.net[0], "parametrizations")
