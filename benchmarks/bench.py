@@ -397,6 +397,8 @@ def overhead(plain: list[dict[str, Any]], ours: list[dict[str, Any]]) -> dict[st
 
 
 def suite(repeats: int, epochs: int) -> dict[str, Any]:
+    from labrun.tracking.provenance import cpu_model
+
     results: dict[str, Any] = {"figures": {}, "raw": {}}
     figures = results["figures"]
 
@@ -503,14 +505,7 @@ def suite(repeats: int, epochs: int) -> dict[str, Any]:
         "startup": {"fdr": fdr, "fdr_new_folder": fresh, "imports": imp, "labrun_imports": own},
     }
     results["machine"] = {
-        "cpu": next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")
-            ),
-            platform.processor(),
-        ),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "threads": 1,
