@@ -376,6 +376,16 @@ PREFLIGHT = [
         "unknown config key 'model.hiden_size'",
     ),
     ("cfg-threads", ["train", "--cfg", "job", "threads=0"], "'threads' must be >= 1"),
+    (
+        "gan-betas-one",
+        ["train", "experiment=mnist_dcgan", "model.g_optimizer.betas=[0.0]"],
+        "'model.g_optimizer.betas' must be two numbers, each in [0, 1)",
+    ),
+    (
+        "adam-betas-one",
+        ["train", "-m", "seed=1,2", "+model.optimizer.betas=[0.9,1.0]"],
+        "'model.optimizer.betas' must be two numbers, each in [0, 1)",
+    ),
     (  # --cfg writes nothing, but a store URI MLflow cannot open is still a wrong value
         "cfg-store-scheme",
         ["train", "--cfg", "job", "tracking.uri=postgres://u@db/x"],

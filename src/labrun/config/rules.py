@@ -52,6 +52,19 @@ class PositiveInts:
 
 
 @dataclass(frozen=True)
+class Betas:
+    """Adam's two moment decays: two numbers, each in [0, 1) (torch checks only at the first
+    step's optimizer, after the run has started)."""
+
+    def check(self, value: Any) -> str | None:
+        pair = isinstance(value, (list, tuple)) and len(value) == 2
+        numbers = pair and not any(isinstance(v, bool) for v in value)
+        if numbers and all(isinstance(v, (int, float)) and 0 <= v < 1 for v in value):
+            return None
+        return "two numbers, each in [0, 1), e.g. [0.9, 0.999]"
+
+
+@dataclass(frozen=True)
 class Distinct:
     """A list without repeats, compared as strings."""
 
@@ -120,6 +133,7 @@ BY_PARAMETER: dict[str, Any] = {
     "lr": Gt(0),
     "weight_decay": Ge(0),
     "momentum": Interval(ge=0, lt=1),
+    "betas": Betas(),
     "dampening": Interval(ge=0, le=1),
     "eps": Gt(0),
     "rho": Interval(ge=0, le=1),
