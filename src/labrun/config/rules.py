@@ -53,8 +53,8 @@ class PositiveInts:
 
 @dataclass(frozen=True)
 class Betas:
-    """Adam's two moment decays: two numbers, each in [0, 1) (torch checks only at the first
-    step's optimizer, after the run has started)."""
+    """Adam's two moment decays: two numbers, each in [0, 1). Torch checks them only when it
+    builds the optimizer, after the run has started (and [0.9] is an IndexError there)."""
 
     def check(self, value: Any) -> str | None:
         pair = isinstance(value, (list, tuple)) and len(value) == 2
