@@ -211,6 +211,7 @@ def test_cli_run_records_everything(tmp_path: Path, store: str) -> None:
     )
     assert len(evals) == 1 and evals[0].info.status == "FINISHED"
     assert evals[0].data.metrics["test/acc"] == pytest.approx(run.data.metrics["test/acc"])
+    assert evals[0].data.params["seed"] == "0" and "-s0-" in evals[0].info.run_name  # the model's
 
     best = client.download_artifacts(run.info.run_id, "checkpoints/best.ckpt", str(tmp / "ckpt"))
     proc = run_labrun(

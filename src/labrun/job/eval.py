@@ -48,18 +48,19 @@ def evaluate(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, A
     if not cfg.run_id and not cfg.ckpt_path:
         raise ConfigError("eval needs run_id=<MLflow run id> or ckpt_path=<checkpoint file>")
     quiet()  # after Hydra set up logging: Lightning's lines join it
-    determinism.apply(cfg.seed, cfg.threads)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_path = Path(cfg.ckpt_path) if cfg.ckpt_path else None
         if cfg.run_id:
             stored, ckpt_path, experiment = fetch_run(cfg, cfg.run_id, Path(tmp))
             with open_dict(cfg):
+                cfg.seed = stored.get("seed", cfg.seed)  # the run's name and params say its seed
                 cfg.data = stored.data
                 cfg.model = stored.model
                 cfg.data.data_dir = cfg.paths.data_dir  # the data may live elsewhere now
                 cfg.tracking.experiment = experiment
                 cfg.tracking.tags = {**cfg.tracking.tags, "labrun.source_run": cfg.run_id}
             check_targets(cfg, allowed=list(cfg.allowed_targets))
+        determinism.apply(cfg.seed, cfg.threads)
         assert ckpt_path is not None
         if not ckpt_path.is_file():
             raise ConfigError(f"ckpt_path {ckpt_path} is not a file")
