@@ -20,6 +20,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from labrun.config.targets import check_targets
 from labrun.data import ImageDataModule
@@ -27,7 +28,7 @@ from labrun.data.images import read_idx
 from labrun.errors import ConfigError, DataError
 from labrun.job.build import build
 from labrun.job.train import train
-from labrun.metrics import load_or_train, mode_coverage
+from labrun.metrics import confident_by_class, confident_share, load_or_train, mode_coverage
 from labrun.models import GAN
 from labrun.models.diff_augment import diff_augment
 from labrun.models.gan import BN_BATCH
@@ -102,6 +103,12 @@ def test_mnist_dcgan_trains_measures_and_records(
     assert m["test/classes_covered"] == float((gen >= 0.25 * real).sum().item())
     kl = (real * ((real + 1e-6) / (gen + 1e-6)).log()).sum().item()
     assert m["test/coverage_kl"] == pytest.approx(kl, rel=1e-5)
+    # the share of confidently classified samples, and per class, weighted by the histogram
+    shares = [0.0 if c is None else c for c in coverage["confident_by_class"]]
+    weighted = sum(g * c for g, c in zip(gen.tolist(), shares, strict=True))
+    assert m["test/confident"] == pytest.approx(weighted)
+    assert 0 <= m["test/confident"] < m["test/confident_real"] <= 1  # 6 steps: far from real
+    assert [c is None for c in coverage["confident_by_class"]] == (gen == 0).tolist()
     assert m["features/test_acc"] > 0.9  # even one epoch of LeNet separates MNIST digits
     trajectory = json.loads(
         Path(
@@ -303,6 +310,28 @@ def test_mode_coverage_sees_a_dropped_class() -> None:
     dropped = mode_coverage(torch.arange(9).repeat(111), real, 10)
     assert even["kl"] == pytest.approx(0.0, abs=1e-9) and even["classes_covered"] == 10
     assert dropped["kl"] > 1.0 and dropped["classes_covered"] == 9
+
+
+def test_confident_share_counts_real_digits_not_blends_of_two(feature_cache: Path) -> None:
+    """What `test/confident` claims: a real digit is recognisable, the mean of two digits of
+    different classes (a 3 over a 7) is not, and the per-class shares name which is which."""
+    dm = ImageDataModule(str(DATA_DIR), "mnist")
+    dm.setup()
+    space = load_or_train(dm, feature_cache, max_epochs=1, n_floor=2000, train_rows=10000)
+    images, labels = next(iter(DataLoader(dm.test_dataloader().dataset, batch_size=1000)))
+    other = torch.roll(torch.arange(len(labels)), 1)
+    differ = labels != labels[other]
+    blends = (images + images[other]) / 2
+    with torch.no_grad():
+        real_p, blend_p = space.net(images).softmax(-1), space.net(blends[differ]).softmax(-1)
+    real, blend = confident_share(real_p.amax(-1)), confident_share(blend_p.amax(-1))
+    assert real > 0.5 and blend < real / 3, (real, blend)  # the quick space: real ~0.8
+    # half the images blended: those classes' shares fall, the others' do not
+    blend_low = ((labels < 5) & differ)[:, None, None, None]
+    with torch.no_grad():
+        p = space.net(torch.where(blend_low, blends, images)).softmax(-1)
+    by_class = confident_by_class(p.amax(-1), labels, 10)
+    assert max(by_class[:5]) < min(by_class[5:]), by_class
 
 
 def fit_on_mnist(

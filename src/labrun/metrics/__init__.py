@@ -1,3 +1,17 @@
-from labrun.metrics.features import FeatureSpace, FrozenFeatures, load_or_train, mode_coverage
+from labrun.metrics.features import (
+    FeatureSpace,
+    FrozenFeatures,
+    confident_by_class,
+    confident_share,
+    load_or_train,
+    mode_coverage,
+)
 
-__all__ = ["FeatureSpace", "FrozenFeatures", "load_or_train", "mode_coverage"]
+__all__ = [
+    "FeatureSpace",
+    "FrozenFeatures",
+    "confident_by_class",
+    "confident_share",
+    "load_or_train",
+    "mode_coverage",
+]

@@ -303,3 +303,23 @@ def mode_coverage(
         "generated": p_gen.tolist(),
         "real": p_real.tolist(),
     }
+
+
+CONFIDENT = 0.9  # a sample counts as recognisable when the classifier gives it p >= this
+
+
+def confident_share(confidence: torch.Tensor) -> float:
+    """Share of images the feature classifier labels with p >= CONFIDENT: how many samples
+    are recognisable, which FID, one distance between whole sets, does not say."""
+    return (confidence >= CONFIDENT).float().mean().item()
+
+
+def confident_by_class(
+    confidence: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> list[float | None]:
+    """`confident_share` per predicted class (None for a class with no sample): it names the
+    classes a generator draws badly."""
+    return [
+        confident_share(confidence[labels == c]) if bool((labels == c).any()) else None
+        for c in range(num_classes)
+    ]

@@ -19,6 +19,7 @@ from torch import nn
 
 from labrun.config.rules import Positive, Probability, Together
 from labrun.errors import ConfigError
+from labrun.metrics import confident_by_class, confident_share, mode_coverage
 
 # Runs pickled before the nets moved to dcgan.py name them here: keep them importable.
 from labrun.models.dcgan import DCGANDiscriminator, DCGANGenerator, GeneratorSampler
@@ -64,7 +65,7 @@ class GAN(L.LightningModule):
     rates fall linearly towards 0 at the last step (manual optimisation has no scheduler hook).
     """
 
-    validation_metrics = ("val/fid",)  # labrun.contracts.DeclaresMetrics
+    validation_metrics = ("val/fid", "val/confident")  # labrun.contracts.DeclaresMetrics
     config_rules = (
         Together(
             ("ema_warmup", "ema_decay"),
@@ -325,9 +326,11 @@ class GAN(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         real, _ = batch
-        fid = self._metric("val_fid")
+        fid, fake = self._metric("val_fid"), self.sampler(self._noise(len(real), batch_idx))
         fid.update(real, real=True)
-        fid.update(self.sampler(self._noise(len(real), batch_idx)), real=False)
+        fid.update(fake, real=False)
+        sure = self._metrics["space"].net.to(self.device)(fake).softmax(-1).amax(-1)
+        self.log("val/confident", confident_share(sure), batch_size=len(real), sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self.recompute_bn_stats()
@@ -349,24 +352,28 @@ class GAN(L.LightningModule):
             self._metric(name).update(real, real=True)
             self._metric(name).update(fake, real=False)
         classify = self._metrics["space"].net.to(self.device)
-        self.test_results.setdefault("gen_labels", []).append(classify(fake).argmax(-1).cpu())
-        self.test_results.setdefault("real_labels", []).append(labels.cpu())
+        gen_p, real_p = classify(fake).softmax(-1), classify(real).softmax(-1)
+        for key, value in (
+            ("gen_labels", gen_p.argmax(-1)),
+            ("gen_conf", gen_p.amax(-1)),
+            ("real_conf", real_p.amax(-1)),
+            ("real_labels", labels),
+        ):
+            self.test_results.setdefault(key, []).append(value.cpu())
 
     def on_test_epoch_start(self) -> None:
         self.test_results = {}
         self.recompute_bn_stats()
 
     def on_test_epoch_end(self) -> None:
-        from labrun.metrics.features import mode_coverage
-
-        generated = torch.cat(self.test_results.pop("gen_labels"))
+        results = {k: torch.cat(v) for k, v in self.test_results.items()}
+        generated = results["gen_labels"]
         kid = self._metric("kid")
         kid.subset_size = min(1000, len(generated))  # fewer test batches than planned (limit_*)
         kid_mean, kid_std = kid.compute()
-        coverage = mode_coverage(
-            generated,
-            torch.cat(self.test_results.pop("real_labels")),
-            self.hparams.num_classes,
+        coverage = mode_coverage(generated, results["real_labels"], self.hparams.num_classes)
+        coverage["confident_by_class"] = confident_by_class(
+            results["gen_conf"], generated, self.hparams.num_classes
         )
         scores = {
             "test/fid": self._metric("fid").compute(),
@@ -374,6 +381,8 @@ class GAN(L.LightningModule):
             "test/kid_std": kid_std,
             "test/coverage_kl": coverage["kl"],
             "test/classes_covered": float(coverage["classes_covered"]),
+            "test/confident": confident_share(results["gen_conf"]),
+            "test/confident_real": confident_share(results["real_conf"]),
             "test/n_samples": float(len(generated)),
         }
         if self.feature_kind == "lenet":  # the floor was measured in the LeNet space
