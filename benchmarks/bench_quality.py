@@ -39,7 +39,7 @@ SWEEPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "image": (
         ["experiment=mnist_dcgan,fashion_mnist_dcgan"],
-        ["test/fid", "test/kid", "test/coverage_kl", "test/classes_covered"],
+        ["test/fid", "test/kid", "test/coverage_kl", "test/classes_covered", "test/confident"],
     ),
 }
 # group -> what it is measured against (Kim 2014, Table 2, CNN-rand; the GANs' goals)
@@ -169,7 +169,7 @@ def share_feature_spaces(run_dir: str) -> None:
 
 
 def fmt(stats: dict[str, float], metric: str) -> str:
-    scale = 100 if metric.endswith("acc") else 1  # accuracies as the papers print them
+    scale = 100 if metric.endswith(("acc", "confident")) else 1  # shares in %, as papers print
     digits = 1 if scale == 100 or metric.endswith("fid") else 3
     return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
 
