@@ -270,7 +270,7 @@ PREFLIGHT = [
     (
         "gan-objective-acc",
         ["train", "experiment=mnist_dcgan", "objective.metric=val/acc"],
-        "(it logs val/fid in validation)",
+        "(it logs val/fid, val/confident in validation)",
     ),
     # the places a run writes, checked without opening them
     (
