@@ -411,6 +411,17 @@ PREFLIGHT = [
     # eval, check
     ("eval-typo", ["eval", "model.hiden_size=3"], "unknown config key 'model.hiden_size'"),
     ("eval-threads", ["eval", "threads=0"], "'threads' must be >= 1"),
+    ("eval-seed-of-a-run", ["eval", "run_id=ab12", "seed=7"], "seed=7 has no effect with run_id"),
+    (
+        "eval-model-of-a-run",
+        ["eval", "run_id=ab12", "model.hidden_size=8"],
+        "model.hidden_size=8 has no effect with run_id=ab12: eval takes the seed, data, model",
+    ),
+    (
+        "eval-data-of-a-run-m",
+        ["eval", "-m", "run_id=ab12", "data=sst2,trec"],
+        "data=sst2 has no effect with run_id=ab12",
+    ),
     ("check-dropout", ["check", "model.dropout=2"], "'model.dropout' must be in [0, 1)"),
     ("check-flag", ["check", "--bogus"], "labrun check takes overrides only"),
     # commands and their options

@@ -100,7 +100,27 @@ def preflight(config_name: str, overrides: list[str]) -> DictConfig:
         raise
     except Exception as exc:  # a signature that cannot be read, an import that fails oddly
         raise ConfigError(explain(exc)) from None
+    if config_name == "eval" and cfg.get("run_id"):
+        check_eval_of_run(overrides, str(cfg.run_id))
     return cfg
+
+
+FROM_THE_RUN = ("seed", "data", "model", "experiment", "tracking.experiment")
+
+
+def check_eval_of_run(overrides: list[str], run_id: str) -> None:
+    """`labrun eval run_id=` tests the run's own model on its own data under its seed, so an
+    override of those would be dropped without a word: refuse it instead."""
+    from labrun.errors import ConfigError
+
+    for o in parse_overrides(overrides):
+        key = o.key_or_group
+        if any(key == k or key.startswith(f"{k}.") for k in FROM_THE_RUN):
+            raise ConfigError(
+                f"{o.input_line} has no effect with run_id={run_id}: eval takes the seed, data, "
+                "model and experiment from the run; drop it (the data folder is paths.data_dir), "
+                "or test under your own config with ckpt_path=<file>"
+            )
 
 
 def parse_overrides(overrides: list[str]) -> list:
