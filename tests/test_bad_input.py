@@ -64,6 +64,11 @@ PREFLIGHT = [
         ["train", "experiment=mnist_dcgan", "model.lr_decay_start=1"],
         "'model.lr_decay_start' must be in [0, 1)",
     ),
+    (
+        "zero-top-k",
+        ["train", "experiment=mnist_dcgan", "model.g_top_k=0"],
+        "'model.g_top_k' must be in (0, 1], got 0",
+    ),
     ("negative-lr", ["train", "model.optimizer.lr=-1"], "'model.optimizer.lr' must be > 0, got -1"),
     ("zero-lr", ["train", "model.optimizer.lr=0"], "'model.optimizer.lr' must be > 0"),
     ("string-lr", ["train", "model.optimizer.lr=fast"], "'model.optimizer.lr'"),

@@ -613,6 +613,23 @@ class LearningRates(L.Callback):
         self.seen.append((g, d))
 
 
+def fit_eight_batches(model: GAN, callback: L.Callback) -> None:
+    """Two epochs of four MNIST batches: batch b starts at b/8 of training."""
+    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
+    dm.setup()
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+
+
 @pytest.mark.parametrize("start", [None, 0.5, 0.0])
 def test_lr_decay_start_lowers_both_learning_rates_to_zero(start: float | None, make_cfg) -> None:
     """`model.lr_decay_start`: from that fraction of max_epochs on, both learning rates fall
@@ -621,20 +638,8 @@ def test_lr_decay_start_lowers_both_learning_rates_to_zero(start: float | None, 
         "experiment=mnist_dcgan", f"model.lr_decay_start={start}".replace("None", "null")
     )
     model = build(cfg.model, channels=1, image_size=28, num_classes=10)
-    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
-    dm.setup()
     lrs = LearningRates()
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=4,  # 8 batches: batch b starts at b/8 of training
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[lrs],
-    )
-    trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    fit_eight_batches(model, lrs)
     scales = {
         None: [1] * 8,
         0.5: [1, 1, 1, 1, 1, 0.75, 0.5, 0.25],
@@ -648,7 +653,9 @@ def test_lr_decay_start_lowers_both_learning_rates_to_zero(start: float | None, 
 def test_lr_decay_start_needs_max_epochs(make_cfg) -> None:
     cfg = make_cfg("experiment=mnist_dcgan", "model.lr_decay_start=0.5")
     model = build(cfg.model, channels=1, image_size=28, num_classes=10)
-    with pytest.raises(ConfigError, match=r"fraction of trainer\.max_epochs, which is not set"):
+    with pytest.raises(
+        ConfigError, match=r"lr_decay_start is scheduled over trainer\.max_epochs, which is not set"
+    ):
         fit_on_mnist(model, 4, LearningRates())
 
 
@@ -676,3 +683,38 @@ def test_spectral_norm_bounds_each_discriminator_layer(make_cfg) -> None:
     )
     norms = [m for m in plain.discriminator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(norms) == 1 and not hasattr(plain.discriminator.net[0], "parametrizations")
+
+
+def test_g_top_k_counts_only_the_fakes_d_rates_most_real(make_cfg, monkeypatch) -> None:
+    """`model.g_top_k`: G's loss is over the fakes D scores highest, the others get no
+    gradient, and the share kept falls linearly from all to g_top_k; unset, all count."""
+    logits = torch.tensor([[0.5], [-2.0], [1.5], [-0.5]], requires_grad=True)
+    top = generator_loss("hinge", logits, keep=0.5)
+    assert top.item() == pytest.approx(-(0.5 + 1.5) / 2)
+    top.backward()
+    assert logits.grad is not None and logits.grad.flatten().tolist() == [-0.5, 0.0, -0.5, 0.0]
+    bce = generator_loss("bce", logits.detach(), keep=0.25)
+    assert bce.item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(-1.5)).item())
+
+    import labrun.models.gan as gan_module
+
+    def trained(top_k: str) -> tuple[list[float], list[torch.Tensor]]:
+        kept: list[float] = []
+
+        def spy(kind: str, fake: torch.Tensor, keep: float = 1.0) -> torch.Tensor:
+            kept.append(keep)
+            return generator_loss(kind, fake, keep)
+
+        monkeypatch.setattr(gan_module, "generator_loss", spy)
+        L.seed_everything(0)
+        cfg = make_cfg("experiment=mnist_dcgan", f"model.g_top_k={top_k}")
+        model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+        snapshots = GeneratorSnapshots()
+        fit_eight_batches(model, snapshots)
+        return kept, snapshots.after[-1]
+
+    (kept, top_k), (kept_all, every) = trained("0.5"), trained("null")
+    assert kept == pytest.approx([1 - 0.5 * b / 8 for b in range(8)])
+    assert kept_all == [1.0] * 8
+    assert any(not torch.equal(a, b) for a, b in zip(top_k, every, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(top_k, trained("0.5")[1], strict=True))

@@ -1,8 +1,7 @@
 """DCGAN training: the two nets (`labrun.models.dcgan`) stepped in turn on their losses
-(`labrun.models.gan_losses`); DiffAugment is in `labrun.models.diff_augment`.
-
-FID and KID are measured in an offline feature space (`labrun.metrics.features`); mode
-coverage is the class histogram of generated images under that space's classifier.
+(`labrun.models.gan_losses`); DiffAugment is in `labrun.models.diff_augment`. FID and KID are
+measured in an offline feature space (`labrun.metrics.features`); mode coverage is the class
+histogram of generated images under that space's classifier.
 """
 
 from __future__ import annotations
@@ -45,24 +44,22 @@ class GAN(L.LightningModule):
     one-sided (real targets 1 - s). Noise for sample grids, validation and test comes from
     fixed seeds, never from the global RNG, so measuring never changes training.
 
-    `ema_decay` (e.g. 0.999) keeps an exponential moving average of the generator's weights
-    (its BatchNorm statistics copied) after every generator step; the average is then what
-    samples, what FID/KID/coverage measure and what is exported. Unset, nothing changes.
-    `ema_warmup` makes step t's decay min(ema_decay, (1 + t) / (10 + t)), so the average
-    forgets the untrained first generators instead of carrying them for ~1/(1 - decay) steps.
+    `ema_decay` (e.g. 0.999): an exponential moving average of G's weights (BatchNorm
+    statistics copied) after every G step samples, is measured and is exported. `ema_warmup`:
+    step t's decay is min(ema_decay, (1 + t) / (10 + t)), forgetting the untrained first Gs.
 
     `loss`: `bce`, the non-saturating loss of the DCGAN paper, or `hinge` (Lim & Ye 2017; the
     SN-GAN and BigGAN loss). `d_augment` lists DiffAugment transforms (`translation`,
     `cutout`) that both real and generated images pass through before the discriminator.
 
-    `recompute_bn` (e.g. 100): before it samples for a grid, validation, test or export, the
-    sampler's BatchNorm statistics are measured again on the sampler itself, over that many
-    batches of fixed noise ("standing statistics", Brock et al. 2019). The running statistics
-    trail the weights, and a moving average of the weights has none of its own (it copies the
-    live generator's); unset, the running statistics are used as they are.
+    `recompute_bn` (e.g. 100): before sampling for a grid, validation, test or export, the
+    sampler's BatchNorm statistics are measured on it over that many batches of fixed noise
+    (Brock et al. 2019): running statistics trail the weights, and an average has none.
 
     `lr_decay_start` (e.g. 0.5): from that fraction of `trainer.max_epochs` on, both learning
     rates fall linearly towards 0 at the last step (manual optimisation has no scheduler hook).
+    `g_top_k` (e.g. 0.5): G's loss counts only the fakes D rates most real, a share falling
+    linearly from all to `g_top_k` at the last step (top-k training, Sinha et al. 2020).
     """
 
     validation_metrics = ("val/fid", "val/confident")  # labrun.contracts.DeclaresMetrics
@@ -101,6 +98,7 @@ class GAN(L.LightningModule):
         d_augment: list[Literal["translation", "cutout"]] | None = None,
         recompute_bn: Positive | None = None,
         lr_decay_start: Annotated[float, Interval(ge=0, lt=1)] | None = None,
+        g_top_k: Annotated[float, Interval(gt=0, le=1)] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -276,7 +274,9 @@ class GAN(L.LightningModule):
         d_opt.step()
 
         gen_logits = self.judge(fake)
-        g_loss = generator_loss(self.hparams.loss, gen_logits)
+        keep = self.hparams.get("g_top_k")  # None: every fake counts, as before the option
+        keep = 1.0 if keep is None else 1.0 - (1.0 - keep) * self.progress(batch_idx, "g_top_k")
+        g_loss = generator_loss(self.hparams.loss, gen_logits, keep)
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         if clip:
@@ -300,19 +300,22 @@ class GAN(L.LightningModule):
             sync_dist=True,
         )
 
+    def progress(self, batch_idx: int, option: str) -> float:
+        """How far training is, 0 to 1, read from the trainer: a resumed run goes on from there."""
+        trainer = self.trainer
+        if (trainer.max_epochs or -1) < 1:
+            raise ConfigError(
+                f"model.{option} is scheduled over trainer.max_epochs, which is not set; "
+                f"set trainer.max_epochs or model.{option}=null"
+            )
+        epochs_done = trainer.current_epoch + batch_idx / trainer.num_training_batches
+        return epochs_done / trainer.max_epochs
+
     def decay_lr(self, batch_idx: int, optimizers: tuple[torch.optim.Optimizer, ...]) -> None:
         """Set each learning rate from where training is, so a resumed run continues it."""
-        start, trainer = self.hparams.lr_decay_start, self.trainer
-        if start is None:
+        if (start := self.hparams.lr_decay_start) is None:
             return
-        epochs = trainer.max_epochs or -1
-        if epochs < 1:
-            raise ConfigError(
-                "model.lr_decay_start is a fraction of trainer.max_epochs, which is not set; "
-                "set trainer.max_epochs or model.lr_decay_start=null"
-            )
-        done = (trainer.current_epoch + batch_idx / trainer.num_training_batches) / epochs
-        scale = min(1.0, (1.0 - done) / (1.0 - start))
+        scale = min(1.0, (1.0 - self.progress(batch_idx, "lr_decay_start")) / (1.0 - start))
         for group in (g for opt in optimizers for g in opt.param_groups):
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -19,8 +21,11 @@ def discriminator_loss(
     )
 
 
-def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    """bce: the non-saturating -log D(G(z)); hinge: -D(G(z)), the logit itself."""
+def generator_loss(kind: str, fake: torch.Tensor, keep: float = 1.0) -> torch.Tensor:
+    """bce: the non-saturating -log D(G(z)); hinge: -D(G(z)), the logit itself. `keep` < 1:
+    only that share of the fakes, those D rates most real, count (top-k training)."""
+    if keep < 1.0:
+        fake = fake.flatten().topk(max(1, math.ceil(keep * fake.numel()))).values
     if kind == "hinge":
         return -fake.mean()
     return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
