@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import resource
@@ -166,8 +167,9 @@ def average_into(average: Any, net: Any, decay: float) -> None:
 
 def plain_gan(epochs: int) -> dict[str, Any]:
     """The DCGAN's step by hand: D on real and detached fake, then G, each zero_grad/backward/
-    step (the recipe clips neither), then the moving average of G's weights where the recipe
-    keeps one; the same data module, nets, optimizers, batch order and reseeding."""
+    step (the recipe clips neither), with the recipe's loss (hinge or BCE) and top-k share,
+    then the moving average of G's weights where the recipe keeps one; the same data module,
+    nets, optimizers, batch order and reseeding."""
     import torch
     import torch.nn.functional as F
 
@@ -179,6 +181,7 @@ def plain_gan(epochs: int) -> dict[str, Any]:
         G, D = gan.generator, gan.discriminator
         loader = dm.train_dataloader()
         smooth, latent = gan.hparams.label_smoothing, gan.hparams.latent_dim
+        hinge, top_k = gan.hparams.loss == "hinge", gan.hparams.g_top_k
         losses, times, memory, steps, updates = [], [], [], [], 0
         for epoch in range(epochs):
             loader.batch_sampler.set_epoch(epoch)
@@ -191,14 +194,27 @@ def plain_gan(epochs: int) -> dict[str, Any]:
                 determinism.reseed(determinism.batch_seed(cfg.seed, epoch, i))
                 fake = G(torch.randn(len(real), latent))
                 real_logits, fake_logits = D(real), D(fake.detach())
-                d_loss = F.binary_cross_entropy_with_logits(
-                    real_logits, torch.full_like(real_logits, 1.0 - smooth)
-                ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+                if hinge:
+                    d_loss = F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+                else:
+                    d_loss = F.binary_cross_entropy_with_logits(
+                        real_logits, torch.full_like(real_logits, 1.0 - smooth)
+                    ) + F.binary_cross_entropy_with_logits(
+                        fake_logits, torch.zeros_like(fake_logits)
+                    )
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_opt.step()
                 gen_logits = D(fake)
-                g_loss = F.binary_cross_entropy_with_logits(gen_logits, torch.ones_like(gen_logits))
+                if top_k is not None:  # the share G's loss keeps falls linearly to top_k
+                    keep = 1.0 - (1.0 - top_k) * (epoch + i / GAN_BATCHES) / epochs
+                    gen_logits = gen_logits.flatten().topk(math.ceil(keep * len(real))).values
+                if hinge:
+                    g_loss = -gen_logits.mean()
+                else:
+                    g_loss = F.binary_cross_entropy_with_logits(
+                        gen_logits, torch.ones_like(gen_logits)
+                    )
                 g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 g_opt.step()

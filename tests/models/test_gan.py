@@ -650,13 +650,21 @@ def test_lr_decay_start_lowers_both_learning_rates_to_zero(start: float | None, 
     assert [d for _, d in lrs.seen] == pytest.approx([d0 * s for s in scales], rel=1e-9)
 
 
-def test_lr_decay_start_needs_max_epochs(make_cfg) -> None:
-    cfg = make_cfg("experiment=mnist_dcgan", "model.lr_decay_start=0.5")
+def test_schedules_follow_max_steps_and_need_an_end(make_cfg) -> None:
+    """Without max_epochs the schedule runs over max_steps (global steps: two per batch here,
+    one per optimizer); a trainer with neither end cannot say where training is."""
+    cfg = make_cfg("experiment=mnist_dcgan", "model.lr_decay_start=0.0")
     model = build(cfg.model, channels=1, image_size=28, num_classes=10)
-    with pytest.raises(
-        ConfigError, match=r"lr_decay_start is scheduled over trainer\.max_epochs, which is not set"
-    ):
-        fit_on_mnist(model, 4, LearningRates())
+    lrs = LearningRates()
+    fit_on_mnist(model, 8, lrs)  # max_steps=8: four batches
+    g0 = cfg.model.g_optimizer.lr
+    assert [g for g, _ in lrs.seen] == pytest.approx([g0, g0 * 0.75, g0 * 0.5, g0 * 0.25])
+    model = build(cfg.model, channels=1, image_size=28, num_classes=10)
+    dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
+    dm.setup()
+    endless = L.Trainer(max_epochs=-1, limit_train_batches=2, logger=False, barebones=True)
+    with pytest.raises(ConfigError, match=r"lr_decay_start is scheduled over trainer\.max_epochs"):
+        endless.fit(model, train_dataloaders=dm.train_dataloader())
 
 
 def test_spectral_norm_bounds_each_discriminator_layer(make_cfg) -> None:

@@ -176,9 +176,7 @@ class GAN(L.LightningModule):
 
     def _metric(self, name: str) -> Any:
         if not self._metrics:
-            raise RuntimeError(
-                "GAN.prepare(datamodule, run_dir) must run before validation or test"
-            )
+            raise RuntimeError("GAN.prepare(datamodule, run_dir) must run before val or test")
         return self._metrics[name].to(self.device)
 
     def _noise(self, n: int, offset: int) -> torch.Tensor:
@@ -301,15 +299,17 @@ class GAN(L.LightningModule):
         )
 
     def progress(self, batch_idx: int, option: str) -> float:
-        """How far training is, 0 to 1, read from the trainer: a resumed run goes on from there."""
-        trainer = self.trainer
-        if (trainer.max_epochs or -1) < 1:
+        """How far training is (0-1) by whichever of max_epochs and max_steps ends it first."""
+        t = self.trainer
+        done = [t.global_step / t.max_steps] if t.max_steps > 0 else []
+        if (t.max_epochs or -1) > 0:
+            done.append((t.current_epoch + batch_idx / t.num_training_batches) / t.max_epochs)
+        if not done:
             raise ConfigError(
-                f"model.{option} is scheduled over trainer.max_epochs, which is not set; "
-                f"set trainer.max_epochs or model.{option}=null"
+                f"model.{option} is scheduled over trainer.max_epochs or max_steps, and neither "
+                f"is set; set one or model.{option}=null"
             )
-        epochs_done = trainer.current_epoch + batch_idx / trainer.num_training_batches
-        return epochs_done / trainer.max_epochs
+        return min(1.0, max(done))
 
     def decay_lr(self, batch_idx: int, optimizers: tuple[torch.optim.Optimizer, ...]) -> None:
         """Set each learning rate from where training is, so a resumed run continues it."""
