@@ -56,7 +56,7 @@ class GAN(L.LightningModule):
     sampler's BatchNorm statistics are measured on it over that many batches of fixed noise
     (Brock et al. 2019): running statistics trail the weights, and an average has none.
 
-    `lr_decay_start` (e.g. 0.5): from that fraction of `trainer.max_epochs` on, both learning
+    `lr_decay_start` (e.g. 0.5): from that fraction of training on (`progress`), both learning
     rates fall linearly towards 0 at the last step (manual optimisation has no scheduler hook).
     `g_top_k` (e.g. 0.5): G's loss counts only the fakes D rates most real, a share falling
     linearly from all to `g_top_k` at the last step (top-k training, Sinha et al. 2020).
