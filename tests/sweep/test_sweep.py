@@ -178,28 +178,6 @@ def test_a_hydra_interpolation_names_each_jobs_experiment(tmp_path: Path, store:
     assert parent.info.status == "FINISHED" and parent.data.tags["labrun.trials"] == "2"
 
 
-def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path, store: str) -> None:
-    proc = run_labrun(
-        [
-            "train",
-            "-m",
-            "model.hidden_size=16,32",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            *FAST,
-        ],
-        labrun_env(tmp_path, store),
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(store)
-    (parent,) = parents(client)
-    kids = children(client, parent.info.run_id)
-    assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
-    # Two worker processes, one job each (joblib hands both jobs out at once); whether they
-    # overlapped in time depends on the machine's load, so it is not asserted.
-    assert len({k.data.tags["labrun.pid"] for k in kids}) == 2
-
-
 def test_optuna_search_records_trials_and_resumes(tmp_path: Path, store: str) -> None:
     env = labrun_env(tmp_path, store)
     # a time budget shorter than one trial: that trial finishes, no second one starts
@@ -495,10 +473,81 @@ def test_a_launcher_that_fails_leaves_no_parent_running(tmp_path: Path, store: s
     )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("labrun: error: the sweep stopped early; its parent run ")
+    assert last.startswith(
+        "labrun: error: the sweep stopped before its jobs ended; its parent run "
+    )
     (parent,) = parents(MlflowClient(store))
     assert parent.info.status == "FAILED"
     assert parent.data.tags["labrun.error"] == "the sweep stopped before its jobs ended"
+
+
+def test_a_parallel_sweep_runs_jobs_in_processes_and_stops_them_when_killed(
+    tmp_path: Path, store: str
+) -> None:
+    """Jobs 0-1 (2 epochs) run in two worker processes and finish. While jobs 2-3 (100 epochs)
+    train, `kill <sweep pid>`, the sweep process alone and not its process group: it ends 143
+    at once with its parent FAILED, and each running job, in its worker, ends KILLED at its
+    next batch end. Jobs 4-5 never start and no worker lives on."""
+    import psutil
+
+    proc = subprocess.Popen(
+        [
+            labrun_command(),
+            "train",
+            "-m",
+            "hydra/launcher=parallel",
+            "trainer.max_epochs=2,100,100",
+            "seed=1,2",
+            *[o for o in FAST if not o.startswith("trainer.max_epochs")],
+            "~callbacks.early_stopping",
+            "trainer.log_every_n_steps=1",
+        ],
+        env=labrun_env(tmp_path, store),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=PIPE,
+        text=True,
+    )
+    client = MlflowClient(store)
+
+    def long_jobs_training() -> list:
+        exp = client.get_experiment_by_name("trec_lstm") if Path(store[10:]).exists() else None
+        runs = (
+            client.search_runs([exp.experiment_id], "tags.`labrun.role` = 'trial'") if exp else []
+        )
+        long = [r for r in runs if r.data.params.get("trainer.max_epochs") == "100"]
+        return runs if sum("train/loss_step" in r.data.metrics for r in long) == 2 else []
+
+    workers: list = []
+    try:
+        wait_for(long_jobs_training, 300, "jobs 2-3 training")
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        (parent,) = parents(client)
+        assert proc.returncode == 143, err[-3000:]
+        assert (  # the workers write to the same stderr, after it
+            "labrun: error: the sweep process got signal 15; its running jobs end KILLED; its "
+            f"parent run {parent.info.run_id} is FAILED"
+        ) in err.splitlines()
+        assert parent.info.status == "FAILED"
+        wait_for(lambda: not any(w.is_running() for w in workers), 120, "the workers to exit")
+        runs = {int(r.data.tags["labrun.trial"]): r for r in children(client, parent.info.run_id)}
+        assert {n: r.info.status for n, r in runs.items()} == {
+            0: "FINISHED",
+            1: "FINISHED",
+            2: "KILLED",
+            3: "KILLED",
+        }
+        assert len({runs[n].data.tags["labrun.pid"] for n in (0, 1)}) == 2  # two processes
+        assert {runs[n].data.tags["labrun.signal"] for n in (2, 3)} == {"15"}
+    finally:  # a failure leaves no training behind
+        if proc.poll() is None:
+            sweep = psutil.Process(proc.pid)
+            workers += [*sweep.children(recursive=True), sweep]
+        for leftover in workers:
+            if leftover.is_running():
+                leftover.kill()
 
 
 def trials(client: MlflowClient) -> dict[int, list]:

@@ -102,6 +102,11 @@ def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
     from labrun.errors import LabrunError
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:  # a job of a local parallel sweep stops when its sweep process is gone
+        from labrun.sweep.orphans import leave_if_orphaned, watch_sweep
+        from labrun.sweep.parent import read_parent_file
+
+        watch_sweep(read_parent_file(HydraConfig.get().sweep.dir))
     try:
         return task(cfg)
     except LabrunError as exc:
@@ -116,3 +121,6 @@ def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
         if debugging():
             raise
         fail(explain_exception(exc), 1)
+    finally:
+        if multirun:
+            leave_if_orphaned()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labrun.sweep.detach import DETACHED_TAG, detached
 from labrun.sweep.launcher import LAUNCHER
+from labrun.sweep.orphans import PID_KEY, runs_jobs_in_processes, stop_on_signal
 from labrun.sweep.parent import (
     child_tags,
     open_parent,
@@ -113,6 +115,7 @@ class MultirunParent(Callback):
             }
         )
         resumed = sweep_id is not None
+        local_jobs = runs_jobs_in_processes(config.hydra.launcher)
         sweep_id = sweep_id or sweep_dir.name
         parent = open_parent(uri, experiment, artifact_root, sweep_id, "multirun", text, tags)
         write_parent_file(
@@ -123,6 +126,7 @@ class MultirunParent(Callback):
                 "uri": uri,
                 "resumed": resumed,
                 "detached": detached(),
+                **({PID_KEY: os.getpid()} if local_jobs else {}),
             },
         )
         log.info("sweep %s: %sparent run %s", sweep_id, "continued, " if resumed else "", parent)
@@ -130,6 +134,12 @@ class MultirunParent(Callback):
         # the parent is then closed FAILED when the process exits, never left RUNNING.
         self.open_parent: tuple[str, str] | None = (uri, parent)
         atexit.register(self.fail_if_open)
+        if local_jobs:
+            stop_on_signal(
+                lambda signum: self.fail_if_open(
+                    reason=f"the sweep process got signal {signum}; its running jobs end KILLED"
+                )
+            )
         logging.getLogger("submitit").addFilter(OneSacctWarning())
 
     @staticmethod
@@ -163,7 +173,9 @@ class MultirunParent(Callback):
         log.info("sweep %s did not finish (%s): continuing it", sweep_id, previous.info.status)
         return sweep_id, tags
 
-    def fail_if_open(self, say: bool = True) -> None:
+    def fail_if_open(
+        self, say: bool = True, reason: str = "the sweep stopped before its jobs ended"
+    ) -> None:
         if getattr(self, "open_parent", None) is None:
             return
         from mlflow.tracking import MlflowClient
@@ -171,11 +183,11 @@ class MultirunParent(Callback):
         uri, parent = self.open_parent
         self.open_parent = None
         client = MlflowClient(uri)
-        client.set_tag(parent, "labrun.error", "the sweep stopped before its jobs ended")
+        client.set_tag(parent, "labrun.error", reason)
         client.set_terminated(parent, "FAILED")
         if say:
             print(
-                f"labrun: error: the sweep stopped early; its parent run {parent} is FAILED",
+                f"labrun: error: {reason}; its parent run {parent} is FAILED",
                 file=sys.stderr,
             )
 
