@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -382,6 +383,72 @@ def test_a_worker_that_dies_fails_the_sweep(tmp_path: Path, store: str) -> None:
     assert {k.info.status for k in kids} <= {"FINISHED", "FAILED"}
     study = load_study(tmp_path)
     assert "RUNNING" not in {t.state.name for t in study.trials}
+
+
+def test_a_killed_search_stops_its_workers(tmp_path: Path, store: str) -> None:
+    """`kill <pid>` of `labrun sweep --workers 2` while both workers train: worker 1 is
+    stopped too, each trial's run ends KILLED, the parent FAILED, and the sweep exits 143 with
+    its line; the same command then retries the stopped trials and finishes. Before,
+    worker 1 trained on to n_trials and the parent stayed RUNNING."""
+    import psutil
+
+    env = labrun_env(tmp_path, store)
+    slower = ["hparams_search.n_trials=5", "trainer.limit_train_batches=30", "--workers", "2"]
+    proc = subprocess.Popen(
+        [str(labrun_command()), "sweep", *SEARCH, *slower],
+        env=env,
+        cwd=ROOT,
+        stdout=PIPE,
+        stderr=PIPE,
+        text=True,
+    )
+    client = MlflowClient(store)
+    worker = wait_for(lambda: child_pid(proc.pid, "--worker=1"), 180, "worker 1 to start")
+
+    def both_training() -> bool:
+        runs = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            "attributes.status = 'RUNNING' and tags.`labrun.role` = 'trial'",
+        )
+        return {r.data.tags["labrun.pid"] for r in runs} == {str(proc.pid), str(worker)}
+
+    try:
+        wait_for(both_training, 240, "both workers to train a trial")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        (parent,) = parents(client)
+        assert proc.returncode == 143, err[-3000:]
+        reason = "the sweep stopped (signal 15); the same command continues it"
+        assert err.strip().splitlines()[-1].endswith(f"{reason}; parent run {parent.info.run_id}")
+        assert parent.info.status == "FAILED" and parent.data.tags["labrun.error"] == reason
+        assert not psutil.pid_exists(worker)  # the sweep waited for it
+        kids = children(client, parent.info.run_id)
+        assert {k.data.tags["labrun.pid"] for k in kids if k.info.status == "KILLED"} == {
+            str(proc.pid),
+            str(worker),
+        }
+        assert "RUNNING" not in {k.info.status for k in kids}
+        # The same command continues it: each stopped trial again, with its parameters.
+        stopped = {t.number for t in load_study(tmp_path).trials if t.state.name == "RUNNING"}
+        assert {int(k.data.tags["labrun.trial"]) for k in kids if k.info.status == "KILLED"} <= (
+            stopped
+        )
+        total = len(load_study(tmp_path).trials) + len(stopped)
+        again = run_labrun(["sweep", *SEARCH, f"hparams_search.n_trials={total}", slower[1]], env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        (parent,) = parents(client)
+        assert parent.info.status == "FINISHED"
+        killed = [k for k in children(client, parent.info.run_id) if k.info.status == "KILLED"]
+        assert len(killed) == 2 and all("labrun.superseded" in k.data.tags for k in killed)
+        trials = load_study(tmp_path).trials
+        assert {t.number for t in trials if t.state.name == "FAIL"} == stopped
+        retries = [t for t in trials if "labrun.retry_of" in t.user_attrs]
+        assert {t.user_attrs["labrun.retry_of"] for t in retries} == stopped
+        assert {t.state.name for t in retries} == {"COMPLETE"}
+    finally:  # a failure leaves no training behind
+        for pid in (proc.pid, worker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def search_space(tmp_path: Path, name: str, text: str) -> list[str]:

@@ -1,11 +1,15 @@
-"""Stopping a local parallel sweep (`hydra/launcher=parallel`) loses no run.
+"""Stopping a local sweep loses no run.
 
-Its jobs run in joblib's worker processes. A SIGTERM to the sweep process never reaches them,
-and when the sweep process stops with an exception, joblib SIGKILLs them mid-run: their runs
-would stay RUNNING, or train on for an hour with nobody waiting. So the sweep process stops on
-SIGINT/SIGTERM by closing its parent run and exiting at once, and every job watches the sweep
-process: once it is gone, the job sends itself a SIGTERM and ends KILLED at the next batch end,
-as any signalled run does; a job handed over just before the sweep died does not start.
+A parallel grid (`hydra/launcher=parallel`) runs its jobs in joblib's worker processes. A
+SIGTERM to the sweep process never reaches them, and when the sweep process stops with an
+exception, joblib SIGKILLs them mid-run: their runs would stay RUNNING, or train on for an hour
+with nobody waiting. So the sweep process stops on SIGINT/SIGTERM by closing its parent run and
+exiting at once, and every job watches the sweep process: once it is gone, the job sends itself
+a SIGTERM and ends KILLED at the next batch end, as any signalled run does; a job handed over
+just before the sweep died does not start.
+
+An Optuna search with `--workers N` starts its workers itself: when it stops (a signal, Ctrl-C,
+a crash) it SIGTERMs them, waits for them and closes its parent (`labrun.sweep.search`).
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -92,3 +98,46 @@ def leave() -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(128 + signal.SIGTERM)
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) here, as it does inside a run, so that a search stopped
+    between two trials still runs its cleanup (Python's default would end it on the spot)."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to each worker still running; their trials end KILLED at the next batch end."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+
+def why_stopped(exc: BaseException) -> str:
+    """'signal 15', 'Ctrl-C' or the exception's first line."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "Ctrl-C"
+    if isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code > 128:
+        return f"signal {exc.code - 128}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def close_stopped(uri: str, parent: str, sweep_id: str, why: str) -> None:
+    """A search stopped before its end: its parent FAILED, and the sweep's line."""
+    from mlflow.tracking import MlflowClient
+
+    reason = f"the sweep stopped ({why}); the same command continues it"
+    client = MlflowClient(uri)
+    client.set_tag(parent, "labrun.error", reason)
+    client.set_terminated(parent, "FAILED")
+    print(f"labrun: error: sweep {sweep_id}: {reason}; parent run {parent}", file=sys.stderr)

@@ -23,6 +23,7 @@ from labrun.errors import ConfigError, SweepFailed
 from labrun.job.train import train
 from labrun.store.places import check_run_places
 from labrun.sweep.importance import print_importance, record_importance
+from labrun.sweep.orphans import close_stopped, sigterm_raises, stop_workers, why_stopped
 from labrun.sweep.parent import child_tags, open_parent, register_tag, summarize
 from labrun.sweep.pareto import objectives, print_front, record_pareto, values_of
 from labrun.sweep.space import check_search, suggest
@@ -221,11 +222,7 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
         folder = Path(base.paths.run_dir) / "sweep" / sweep_id / time.strftime("%Y%m%d-%H%M%S")
         raised, codes = [], workers_on_slurm(launcher, cmd, workers, folder, base)
     else:
-        procs = [subprocess.Popen([*cmd, f"--worker={i}"]) for i in range(1, workers)]
-        try:
-            raised = run_trials(overrides, base, study, parent, sweep_id)
-        finally:
-            codes = [p.wait() for p in procs]
+        raised, codes = workers_here(cmd, workers, overrides, base, study, parent)
     dead = {i: code for i, code in enumerate(codes, start=1) if code}
     if dead:  # every worker has ended: what is still RUNNING belonged to a dead one
         close_dead_trials(study, t.uri, t.experiment, sweep_id)
@@ -244,6 +241,31 @@ def search(overrides: list[str], workers: int = 1, worker: int | None = None) ->
             [*raised, *(f"worker {i} exited with {code}" for i, code in dead.items())],
         )
     return summary
+
+
+def workers_here(
+    cmd: list[str], workers: int, overrides: list[str], base: DictConfig, study: Any, parent: str
+) -> tuple[list[str], list[int]]:
+    """This process is worker 0; the others run beside it as processes. Stopped (a signal,
+    Ctrl-C, a crash), it stops them too and closes the parent FAILED, so nothing trains on
+    unwatched. Returns (trials that raised, the other workers' exit codes)."""
+    sweep_id, uri = base.hparams_search.study_name, base.tracking.uri
+    procs = [subprocess.Popen([*cmd, f"--worker={i}"]) for i in range(1, workers)]
+    try:
+        with sigterm_raises():
+            raised = run_trials(overrides, base, study, parent, sweep_id)
+    except BaseException as exc:
+        stop_workers(procs)
+        for proc in procs:
+            proc.wait()
+        try:
+            close_stopped(uri, parent, sweep_id, why_stopped(exc))
+        except Exception as lost:  # the store itself may be what failed: its error stands
+            log.warning("sweep %s: its parent run was not closed: %s", sweep_id, lost)
+        raise
+    finally:
+        codes = [p.wait() for p in procs]
+    return raised, codes
 
 
 def summarize_search(
@@ -342,9 +364,9 @@ def fail_parent(uri: str, parent: str, sweep_id: str, failures: list[str]) -> No
 
 
 def close_dead_trials(study: Any, uri: str, experiment: str, sweep_id: str) -> None:
-    """Trials a dead process left RUNNING: FAIL in the study and retried with the same
-    parameters (enqueued: the next trial asked for, now or when the search is run again);
-    their runs FAILED (stale) and set aside for the retry's."""
+    """Trials a dead or stopped process left RUNNING: FAIL in the study and retried with the
+    same parameters (enqueued: the next trial asked for, now or when the search is run again);
+    their runs FAILED (stale) or KILLED, and set aside for the retry's."""
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
@@ -362,9 +384,10 @@ def close_dead_trials(study: Any, uri: str, experiment: str, sweep_id: str) -> N
         study.tell(trial.number, state=TrialState.FAIL)
     numbers = {str(t.number) for t in dead}
     client = MlflowClient(uri)
-    running = "attributes.status = 'RUNNING'"
-    for run in search_runs(client, [experiment], sweep=sweep_id, filter_string=running):
-        if reason := stale_reason(run):
+    for run in search_runs(client, [experiment], sweep=sweep_id):
+        if run.info.status == "RUNNING" and (reason := stale_reason(run)):
             mark_stale(client, run, reason)
-            if run.data.tags.get("labrun.trial") in numbers:
-                client.set_tag(run.info.run_id, "labrun.superseded", "its trial was retried")
+        elif run.info.status != "KILLED":  # a stopped search's trials: KILLED, not stale
+            continue
+        if run.data.tags.get("labrun.trial") in numbers:
+            client.set_tag(run.info.run_id, "labrun.superseded", "its trial was retried")
