@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -331,19 +332,40 @@ def test_a_detached_sweep_closes_itself_and_says_what_slurm_said(
 def test_jobs_run_the_code_they_were_submitted_with(
     slurm: Path, tmp_path: Path, store: str
 ) -> None:
-    """A user's project sweeps on SLURM with --detach, its job held; then its model file and
-    its experiment config are edited, and only then does the job start. The job runs the code
-    and config of the submission (the sweep's snapshot): it finishes, and its provenance names
-    the submitted files and a clean tree, as the parent's snapshot record says."""
+    """A user's project sweeps on SLURM, its job held, and Ctrl-C stops the waiting process:
+    the sweep goes on detached, saying how to follow it. Then the model file and the experiment
+    config are edited, and only then does the job start. The job runs the code and config of
+    the submission (the sweep's snapshot): it finishes, its provenance names the submitted
+    files and a clean tree, as the parent's snapshot record says, and it closes the sweep."""
     project = new_project(tmp_path, "lab_frozen")
     env = labrun_env(
         tmp_path, store, PYTHONPATH=str(project / "src"), LABRUN_DATA_DIR=str(project / "data")
     )
     argv = ["train", "-m", "hydra/launcher=slurm", *SMALL_JOBS, "experiment=example"]
     argv += ["+hydra.launcher.additional_parameters.hold=true", "tracking.log_model=false"]
-    sub = run_labrun([*argv, "trainer.max_epochs=2", "seed=1", "--detach"], env, cwd=project)
-    assert sub.returncode == 0, sub.stderr[-3000:]
-    sweep_id = re.search(r"labrun sweep status (\S+) --wait", sub.stdout).group(1)
+    sub = subprocess.Popen(
+        [str(labrun_command()), *argv, "trainer.max_epochs=2", "seed=1"],
+        env=env,
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        squeue = ["squeue", "-h", "-o", "%F"]
+        wait_for(lambda: subprocess.run(squeue, capture_output=True, text=True).stdout, 120, "job")
+        sub.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = sub.communicate(timeout=60)
+    finally:
+        sub.kill()
+    assert sub.returncode == 130, err[-3000:]
+    said = re.search(
+        r"labrun: signal 2: sweep (\S+) goes on in SLURM without this process; "
+        r"follow it with: labrun sweep status (\S+) --wait",
+        err,
+    )
+    assert said and said.group(1) == said.group(2), err[-3000:]
+    sweep_id = said.group(1)
     model = project / "src" / "lab_frozen" / "model.py"
     model.write_text(model.read_text() + '\nraise RuntimeError("edited after submission")\n')
     edit(project / "conf" / "experiment" / "example.yaml", "tags: [", "tags: [edited, ")

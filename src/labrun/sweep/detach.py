@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from labrun.sweep.flags import DETACH_ENV
-from labrun.sweep.parent import read_parent_file, summarize
+from labrun.sweep.parent import read_parent_file, summarize, write_parent_file
 from labrun.sweep.status import sweep_state
 
 log = logging.getLogger(__name__)
@@ -74,3 +75,20 @@ def close_if_last_job() -> None:
         close_if_done(client, client.get_run(info["run_id"]), sweep_dir)
     except Exception:  # the job's own result is recorded already; say it, do not fail it
         log.exception("could not close sweep %s", info["sweep_id"])
+
+
+def detach_now(uri: str, parent_id: str, sweep_dir: str | Path, signum: int) -> None:
+    """The waiting process of a SLURM sweep is stopped (Ctrl-C, `kill`): its jobs go on in
+    SLURM, so the sweep becomes a detached one, which its last job closes (this does, if none
+    is left), and the person is told how to follow it or stop it."""
+    info = read_parent_file(sweep_dir) or {}
+    write_parent_file(sweep_dir, {**info, "detached": True})
+    client = MlflowClient(uri)
+    client.set_tag(parent_id, DETACHED_TAG, "1")
+    close_if_done(client, client.get_run(parent_id), sweep_dir)
+    sweep_id = info.get("sweep_id", Path(sweep_dir).name)
+    print(
+        f"labrun: signal {signum}: sweep {sweep_id} goes on in SLURM without this process; "
+        f"follow it with: labrun sweep status {sweep_id} --wait (scancel its jobs to stop them)",
+        file=sys.stderr,
+    )

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from labrun.sweep.detach import DETACHED_TAG, detached
+from labrun.sweep.detach import DETACHED_TAG, detach_now, detached
 from labrun.sweep.launcher import LAUNCHER
 from labrun.sweep.orphans import PID_KEY, runs_jobs_in_processes, stop_on_signal
 from labrun.sweep.parent import (
@@ -140,6 +140,8 @@ class MultirunParent(Callback):
                     reason=f"the sweep process got signal {signum}; its running jobs end KILLED"
                 )
             )
+        elif launcher == LAUNCHER and not detached():  # SLURM's jobs go on without this process
+            stop_on_signal(lambda signum: self.detach(signum, sweep_dir))
         logging.getLogger("submitit").addFilter(OneSacctWarning())
 
     @staticmethod
@@ -172,6 +174,13 @@ class MultirunParent(Callback):
         sweep_id = previous.data.tags["labrun.sweep_id"]
         log.info("sweep %s did not finish (%s): continuing it", sweep_id, previous.info.status)
         return sweep_id, tags
+
+    def detach(self, signum: int, sweep_dir: Path) -> None:
+        """Stopped while SLURM runs the jobs: the sweep goes on detached (`detach_now`)."""
+        if getattr(self, "open_parent", None) is None:  # summarising: it ends as it does
+            return
+        (uri, parent), self.open_parent = self.open_parent, None
+        detach_now(uri, parent, sweep_dir, signum)
 
     def fail_if_open(
         self, say: bool = True, reason: str = "the sweep stopped before its jobs ended"

@@ -9,7 +9,9 @@ a SIGTERM and ends KILLED at the next batch end, as any signalled run does; a jo
 just before the sweep died does not start.
 
 An Optuna search with `--workers N` starts its workers itself: when it stops (a signal, Ctrl-C,
-a crash) it SIGTERMs them, waits for them and closes its parent (`labrun.sweep.search`).
+a crash) it SIGTERMs them, waits for them and closes its parent (`labrun.sweep.search`). A
+SLURM sweep's jobs go on without the process that waits for them: stopped, it detaches the
+sweep instead (`labrun.sweep.detach.detach_now`).
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ def runs_jobs_in_processes(launcher: Any) -> bool:
     return "joblib" in target.lower() and launcher.get("backend") in PROCESS_BACKENDS
 
 
-def stop_on_signal(close_parent: Callable[[int], None]) -> None:
-    """In the sweep process: SIGINT or SIGTERM closes the parent run, then exits 128 + signal
-    at once (a clean exit would let joblib SIGKILL the jobs; they stop on their own)."""
+def stop_on_signal(on_stop: Callable[[int], None]) -> None:
+    """In the sweep process: SIGINT or SIGTERM runs `on_stop(signum)` (close or detach the
+    parent run), then exits 128 + signal at once (a clean exit would let joblib SIGKILL the
+    jobs; they stop on their own, and SLURM's go on)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         try:
-            close_parent(signum)
+            on_stop(signum)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
