@@ -1,13 +1,18 @@
-"""A run's lifecycle pieces against a real store: the heartbeat thread stamps a live run."""
+"""A run's lifecycle pieces against a real store: the heartbeat thread stamps a live run, and
+a signal is never swallowed."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from labrun.resume.stale import STALE_AFTER_S, stale_reason
 from labrun.tracking.heartbeat import HEARTBEAT_S, Heartbeat
+from labrun.tracking.run import TrackedRun
 from tests.helpers import wait_for
 
 
@@ -41,3 +46,32 @@ def test_a_run_elsewhere_is_stale_after_ten_missed_heartbeats(store: str) -> Non
     client.set_tag(run_id, "labrun.heartbeat", str(int(time.time() - STALE_AFTER_S - 60)))
     reason = stale_reason(client.get_run(run_id))
     assert reason is not None and reason.startswith("no heartbeat on another-host for 11 min")
+
+
+def test_a_signal_after_the_last_safe_point_ends_the_run_killed(store: str) -> None:
+    """SIGTERM while a run records its results (after its last batch, so nothing raises it):
+    the run ends KILLED and the process exits 143. It used to end FINISHED and go on, so a
+    `kill` of a search that landed there was lost and the search ran to its end."""
+    before = signal.getsignal(signal.SIGTERM)
+    run = TrackedRun(store, "late-signal")
+    with pytest.raises(SystemExit) as stopped, run:
+        os.kill(os.getpid(), signal.SIGTERM)  # noted by the run's handler, not raised
+        run.log_metrics({"recorded": 1.0})  # the recording goes on to its end
+    assert stopped.value.code == 143
+    closed = MlflowClient(store).get_run(run.run_id)
+    assert closed.info.status == "KILLED" and closed.data.tags["labrun.signal"] == "15"
+    assert closed.data.metrics["recorded"] == 1.0
+    assert signal.getsignal(signal.SIGTERM) is before  # the old handler is back
+
+
+def test_lightnings_own_sigterm_exit_ends_the_run_killed(store: str) -> None:
+    """On SLURM, Lightning's signal handler can see a `scancel` first and end `fit` with its
+    SIGTERMException, a SystemExit without a code: the run ended FINISHED and the job exit 0."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    run = TrackedRun(store, "lightning-sigterm")
+    with pytest.raises(SystemExit) as stopped, run:
+        raise SIGTERMException
+    assert stopped.value.code == 143
+    closed = MlflowClient(store).get_run(run.run_id)
+    assert closed.info.status == "KILLED" and closed.data.tags["labrun.signal"] == "15"

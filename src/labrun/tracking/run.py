@@ -13,6 +13,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -86,7 +87,8 @@ class TrackedRun:
     KILLED (SIGINT or SIGTERM); never left RUNNING by an exception. A signal is only noted when
     it arrives, and raised at the next safe point (`raise_if_signalled`, or a batch boundary via
     `stop_callback`): raising inside an SQLite write would leave the store locked. A second
-    signal raises at once.
+    signal raises at once. One noted after the last safe point (while results are recorded)
+    still ends the run KILLED and the process with 128 + signal: it is never swallowed.
     """
 
     def __init__(
@@ -182,10 +184,14 @@ class TrackedRun:
             signal.signal(sig, handler)
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        if isinstance(exc, SIGTERMException) and self.signal_received is None:
+            # Lightning's own handler (on SLURM) saw the SIGTERM first: a SystemExit without
+            # a code, which used to close a scancel-ed run FINISHED
+            self.signal_received = signal.SIGTERM
         if isinstance(exc, Requeued):
             status = "SCHEDULED"  # its requeued SLURM job reopens it
-        elif exc is None or (
-            isinstance(exc, SystemExit) and not exc.code and self.signal_received is None
+        elif self.signal_received is None and (
+            exc is None or (isinstance(exc, SystemExit) and not exc.code)
         ):
             status = "FINISHED"
         elif self.signal_received is not None or isinstance(exc, KeyboardInterrupt):
