@@ -349,17 +349,28 @@ def child_pid(parent: int, marker: str) -> int | None:
     return None
 
 
+SLOWER = "trainer.limit_train_batches=30"  # trials long enough to be caught training
+
+
+def two_workers(tmp_path: Path, store: str, trials: int) -> tuple[subprocess.Popen, int, Any]:
+    """`labrun sweep --workers 2` started: its process, worker 1's pid, and a client."""
+    command = [str(labrun_command()), "sweep", *SEARCH, f"hparams_search.n_trials={trials}"]
+    proc = subprocess.Popen(
+        [*command, SLOWER, "--workers", "2"],
+        env=labrun_env(tmp_path, store),
+        cwd=ROOT,
+        stdout=PIPE,
+        stderr=PIPE,
+        text=True,
+    )
+    worker = wait_for(lambda: child_pid(proc.pid, "--worker=1"), 180, "worker 1 to start")
+    return proc, worker, MlflowClient(store)
+
+
 def test_a_worker_that_dies_fails_the_sweep(tmp_path: Path, store: str) -> None:
     """SIGKILL worker 1 while it trains: the sweep ends, exits 1 naming the worker, its parent
     is FAILED, and the killed worker's trial is closed in Optuna and in MLflow."""
-    env = labrun_env(tmp_path, store)
-    slower = ["hparams_search.n_trials=5", "trainer.limit_train_batches=30", "--workers", "2"]
-    args = ["sweep", *SEARCH, *slower]
-    proc = subprocess.Popen(
-        [str(labrun_command()), *args], env=env, cwd=ROOT, stdout=PIPE, stderr=PIPE, text=True
-    )
-    client = MlflowClient(store)
-    worker = wait_for(lambda: child_pid(proc.pid, "--worker=1"), 180, "worker 1 to start")
+    proc, worker, client = two_workers(tmp_path, store, trials=5)
 
     def training() -> bool:
         runs = client.search_runs(
@@ -392,18 +403,8 @@ def test_a_killed_search_stops_its_workers(tmp_path: Path, store: str) -> None:
     worker 1 trained on to n_trials and the parent stayed RUNNING."""
     import psutil
 
-    env = labrun_env(tmp_path, store)
-    slower = ["hparams_search.n_trials=5", "trainer.limit_train_batches=30", "--workers", "2"]
-    proc = subprocess.Popen(
-        [str(labrun_command()), "sweep", *SEARCH, *slower],
-        env=env,
-        cwd=ROOT,
-        stdout=PIPE,
-        stderr=PIPE,
-        text=True,
-    )
-    client = MlflowClient(store)
-    worker = wait_for(lambda: child_pid(proc.pid, "--worker=1"), 180, "worker 1 to start")
+    # more trials than the test waits for: the stop always lands with both workers busy
+    proc, worker, client = two_workers(tmp_path, store, trials=12)
 
     def both_training() -> bool:
         runs = client.search_runs(
@@ -434,10 +435,14 @@ def test_a_killed_search_stops_its_workers(tmp_path: Path, store: str) -> None:
             stopped
         )
         total = len(load_study(tmp_path).trials) + len(stopped)
-        again = run_labrun(["sweep", *SEARCH, f"hparams_search.n_trials={total}", slower[1]], env)
+        again = run_labrun(
+            ["sweep", *SEARCH, f"hparams_search.n_trials={total}", SLOWER],
+            labrun_env(tmp_path, store),
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         (parent,) = parents(client)
-        assert parent.info.status == "FINISHED"
+        assert parent.info.status == "FINISHED" and "labrun.error" not in parent.data.tags
+        assert parent.data.tags["labrun.resumed_after"] == reason  # the stop it went on from
         killed = [k for k in children(client, parent.info.run_id) if k.info.status == "KILLED"]
         assert len(killed) == 2 and all("labrun.superseded" in k.data.tags for k in killed)
         trials = load_study(tmp_path).trials

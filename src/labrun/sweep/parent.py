@@ -44,6 +44,9 @@ def open_parent(
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
+        if error := found[0].data.tags.get("labrun.error"):  # the stop this run continues from
+            client.set_tag(run_id, "labrun.resumed_after", error)
+            client.delete_tag(run_id, "labrun.error")
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in (tags or {}).items()])
         return run_id
     run = client.create_run(

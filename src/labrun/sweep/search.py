@@ -252,8 +252,9 @@ def workers_here(
     sweep_id, uri = base.hparams_search.study_name, base.tracking.uri
     procs = [subprocess.Popen([*cmd, f"--worker={i}"]) for i in range(1, workers)]
     try:
-        with sigterm_raises():
+        with sigterm_raises():  # waiting for the others too: a stop then stops them as well
             raised = run_trials(overrides, base, study, parent, sweep_id)
+            codes = [p.wait() for p in procs]
     except BaseException as exc:
         stop_workers(procs)
         for proc in procs:
@@ -263,8 +264,6 @@ def workers_here(
         except Exception as lost:  # the store itself may be what failed: its error stands
             log.warning("sweep %s: its parent run was not closed: %s", sweep_id, lost)
         raise
-    finally:
-        codes = [p.wait() for p in procs]
     return raised, codes
 
 
