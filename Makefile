@@ -40,8 +40,11 @@ train: install
 # --no-loadscope-reorder: files are handed out in tests/conftest.py's order, longest first
 # (xdist would order them by their number of tests, and the long SLURM file would run last).
 # The SLURM tests start a one-node cluster (tests/sweep/test_slurm.py); its packages come first.
+# compileall: labrun's own modules as bytecode too (site-packages' is compiled at install), so
+# the ~300 processes the suite starts do not each compile them again (PYTHONDONTWRITEBYTECODE).
 PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 test: install slurm-packages browser-packages
+	$(BIN)/python -m compileall -q src
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,10 +14,30 @@ from omegaconf import DictConfig
 from tests.helpers import compose_cfg
 
 
+@pytest.fixture(scope="session")
+def new_store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new SQLite store, created by labrun as a first run creates one: MLflow's ~60 schema
+    migrations take ~2 s, so each test worker makes one and every test gets a copy."""
+    from labrun.store.client import open_sqlite_store
+
+    db = tmp_path_factory.mktemp("new_store") / "mlflow.db"
+    open_sqlite_store(f"sqlite:///{db}")
+    return db
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> str:
-    """A fresh SQLite MLflow store."""
-    return f"sqlite:///{tmp_path}/mlflow.db"
+def store(tmp_path: Path, new_store_file: Path) -> str:
+    """A fresh SQLite MLflow store of the test's own. (The tests of creating a store, such as
+    tests/store/test_races.py, start from no file instead.)"""
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(new_store_file, db)
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        # MLflow wrote the Default experiment's artifact folder beside the cwd that made it
+        con.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(tmp_path / "mlruns" / "0"),),
+        )
+    return f"sqlite:///{db}"
 
 
 @pytest.fixture

@@ -169,6 +169,8 @@ def test_server_going_down_mid_run_is_clear_and_resumable(
         "trainer.max_epochs=5",  # stopped after the first: four left to resume
         "+trainer.limit_train_batches=20",
         "+trainer.limit_val_batches=2",
+        "model.embedding_dim=64",  # a quarter of the recipe's: this is about the store
+        "model.hidden_size=64",
         "~callbacks.early_stopping",
         "~callbacks.progress_bar",
         "tracking.log_model=false",
