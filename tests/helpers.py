@@ -84,6 +84,21 @@ def wait_for(event: Callable[[], Any], timeout_s: float, what: str, every_s: flo
     raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}")
 
 
+def bare_trainer(**settings: Any) -> Any:
+    """A real Lightning Trainer with nothing around its loop: no validation, logger,
+    checkpoints, progress bar or summary (`settings`: its limits and callbacks)."""
+    import lightning as L
+
+    return L.Trainer(
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **settings,
+    )
+
+
 # A sweep's trials: two short epochs, no model logged.
 FAST = [
     "trainer.max_epochs=2",

@@ -200,6 +200,11 @@ PREFLIGHT = [
         "'callbacks.model_checkpoint.save_top_k' must be >= -1",
     ),
     (
+        "weight-averaging-callback",
+        ["train", "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging"],
+        "'callbacks.ema' (EMAWeightAveraging) validates the averaged weights but labrun's test",
+    ),
+    (
         "direction",
         ["train", "objective.direction=up"],
         "'objective.direction' must be one of 'maximize', 'minimize'",

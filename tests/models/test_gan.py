@@ -33,7 +33,7 @@ from labrun.models import GAN
 from labrun.models.diff_augment import diff_augment
 from labrun.models.gan import BN_BATCH
 from labrun.models.gan_losses import discriminator_loss, generator_loss
-from tests.helpers import DATA_DIR, artifact_paths, labrun_env, run_labrun
+from tests.helpers import DATA_DIR, artifact_paths, bare_trainer, labrun_env, run_labrun
 
 TINY_GAN = [
     "trainer.max_epochs=1",
@@ -341,15 +341,7 @@ def fit_on_mnist(
     """A bare Trainer over real MNIST batches of 32: no validation, logger or checkpoints."""
     dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
     dm.setup()
-    trainer = L.Trainer(
-        max_steps=max_steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[callback, *(extra or [])],
-    )
+    trainer = bare_trainer(max_steps=max_steps, callbacks=[callback, *(extra or [])])
     trainer.fit(model, train_dataloaders=dm.train_dataloader())
 
 
@@ -617,16 +609,7 @@ def fit_eight_batches(model: GAN, callback: L.Callback) -> None:
     """Two epochs of four MNIST batches: batch b starts at b/8 of training."""
     dm = ImageDataModule(str(DATA_DIR), "mnist", batch_size=32)
     dm.setup()
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=4,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[callback],
-    )
+    trainer = bare_trainer(max_epochs=2, limit_train_batches=4, callbacks=[callback])
     trainer.fit(model, train_dataloaders=dm.train_dataloader())
 
 

@@ -25,6 +25,7 @@ Positive = Annotated[int, Gt(0)]
 NonNegative = Annotated[int, Ge(0)]
 Probability = Annotated[float, Interval(ge=0, lt=1)]  # dropout: 1.0 would drop everything
 Fraction = Annotated[float, Interval(ge=0, lt=1)]  # a share of a split
+Decay = Annotated[float, Interval(ge=0, lt=1)]  # a moving average's weight on its past
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ def check_targets(
                     "config or on the command line"
                 )
         check_monitored(cfg)
+        check_averaging(cfg)
     if isinstance(cfg, DictConfig):
         if "_target_" in cfg:
             _check_node(cfg, prefix, allowed)
@@ -120,6 +121,27 @@ def check_monitored(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"'{key}' is '{metric}', a metric {model._target_} never logs (it logs "
                 f"{', '.join(logs)} in validation); set {key} to one of those"
+            )
+
+
+def check_averaging(cfg: DictConfig) -> None:
+    """Lightning's weight-averaging callbacks validate the average, but a test of the best
+    checkpoint after the fit gets the raw weights back (their `on_load_checkpoint` restores
+    them), and the exported model with it: a run that tests would report the wrong weights."""
+    if cfg.get("task_name", "train") != "train" or not cfg.get("test", False):
+        return
+    for name, node in (cfg.get("callbacks") or {}).items():
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        if not isinstance(target, str) or not target.startswith("lightning."):
+            continue
+        from lightning.pytorch.callbacks import WeightAveraging
+
+        found = _import(target, f"callbacks.{name}")
+        if isinstance(found, type) and issubclass(found, WeightAveraging):
+            raise ConfigError(
+                f"'callbacks.{name}' ({target.rsplit('.', 1)[-1]}) validates the averaged "
+                "weights but labrun's test and exported model would get the raw ones; use "
+                "model.ema_decay (e.g. 0.99) instead, or test=false"
             )
 
 

@@ -16,7 +16,7 @@ import torch
 from annotated_types import Gt, Interval
 from torch import nn
 
-from labrun.config.rules import Positive, Probability, Together
+from labrun.config.rules import Decay, Positive, Probability, Together
 from labrun.errors import ConfigError
 from labrun.metrics import confident_by_class, confident_share, mode_coverage
 
@@ -92,7 +92,7 @@ class GAN(L.LightningModule):
         grid_size: Positive = 64,
         eval_seed: int = 1234,
         features: dict[str, Any] | None = None,
-        ema_decay: Annotated[float, Interval(ge=0, lt=1)] | None = None,
+        ema_decay: Decay | None = None,
         ema_warmup: bool = False,
         loss: Literal["bce", "hinge"] = "bce",
         d_augment: list[Literal["translation", "cutout"]] | None = None,

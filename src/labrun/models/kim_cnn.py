@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt
 from torch import nn
 
-from labrun.config.rules import Positive, PositiveInts, Probability
+from labrun.config.rules import Decay, Positive, PositiveInts, Probability
 from labrun.models.text_classifier import EmbeddingInit, TokenClassifier, init_embedding
 
 
@@ -93,6 +93,7 @@ class KimCNN(TokenClassifier):
         embedding_init: EmbeddingInit = "normal",
         wide: bool = False,
         word_dropout: Probability = 0.0,
+        ema_decay: Decay | None = None,
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         widths = tuple(int(w) for w in widths)  # not Hydra's ListConfig: checkpoints load
@@ -107,6 +108,7 @@ class KimCNN(TokenClassifier):
             embedding_init,
             wide,
         )
+        self.keep_average()
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

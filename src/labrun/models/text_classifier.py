@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -9,7 +10,7 @@ import torch
 from annotated_types import Ge
 from torch import nn
 
-from labrun.config.rules import Positive, Probability
+from labrun.config.rules import Decay, Positive, Probability
 from labrun.data.preprocess import PAD_ID, UNK_ID
 from labrun.models.classifier import Classifier
 
@@ -85,12 +86,33 @@ class TokenClassifier(Classifier):
 
     `hparams.word_dropout` (e.g. 0.1): in training, each word becomes `<unk>` with that
     probability (Iyyer et al. 2015), so the net cannot lean on a few rare words; 0 draws
-    nothing, so a run without it uses the random stream it always did."""
+    nothing, so a run without it uses the random stream it always did.
+
+    `hparams.ema_decay` (e.g. 0.99): an exponential moving average of the net's weights,
+    updated after every training batch, is what validates, tests and is exported; the net
+    itself trains on. Unset, there is no copy (`net_ema` is None)."""
 
     net: nn.Module
+    net_ema: nn.Module | None
+
+    def keep_average(self) -> None:
+        """The moving average's copy of `self.net` (subclasses call it once the net is built)."""
+        decay = self.hparams.get("ema_decay")
+        self.net_ema = None if decay is None else copy.deepcopy(self.net).requires_grad_(False)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.net(ids, lengths)
+        net = self.net if self.training or self.net_ema is None else self.net_ema
+        return net(ids, lengths)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.net_ema is None:
+            return
+        weight = 1.0 - self.hparams.ema_decay
+        with torch.no_grad():
+            for avg, now in zip(self.net_ema.parameters(), self.net.parameters(), strict=True):
+                avg.lerp_(now, weight)
+            for avg, now in zip(self.net_ema.buffers(), self.net.buffers(), strict=True):
+                avg.copy_(now)
 
     def unpack(
         self, batch: tuple[torch.Tensor, ...]
@@ -104,11 +126,9 @@ class TokenClassifier(Classifier):
 
     def export(self, datamodule: Any) -> nn.Module:
         """The model users load from MLflow: raw text in (see `TextClassifierPipeline`)."""
-        import copy
-
         from labrun.models.pipeline import TextClassifierPipeline
 
-        net = copy.deepcopy(self.net).cpu().eval()
+        net = copy.deepcopy(self.net if self.net_ema is None else self.net_ema).cpu().eval()
         return TextClassifierPipeline(net, datamodule.preprocessor, datamodule.class_names)
 
 
@@ -136,6 +156,7 @@ class TextClassifier(TokenClassifier):
         label_smoothing: Probability = 0.0,
         embedding_init: EmbeddingInit = "normal",
         word_dropout: Probability = 0.0,
+        ema_decay: Decay | None = None,
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -150,3 +171,4 @@ class TextClassifier(TokenClassifier):
             pooling,
             embedding_init,
         )
+        self.keep_average()
