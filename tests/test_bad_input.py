@@ -205,6 +205,16 @@ PREFLIGHT = [
         "'callbacks.ema' (EMAWeightAveraging) validates the averaged weights but labrun's test",
     ),
     (
+        "average-under-fsdp",
+        ["train", "trainer=fsdp", "model.ema_decay=0.99"],
+        "model.ema_decay cannot be used with strategy=fsdp (trainer=fsdp)",
+    ),
+    (
+        "gan-average-under-fsdp",  # the GAN recipes average their generator by default
+        ["train", "experiment=mnist_dcgan", "trainer=fsdp", "trainer.devices=2"],
+        "the average and the net would be sharded apart; use trainer=ddp, or model.ema_decay=null",
+    ),
+    (
         "direction",
         ["train", "objective.direction=up"],
         "'objective.direction' must be one of 'maximize', 'minimize'",

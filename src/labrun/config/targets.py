@@ -127,8 +127,18 @@ def check_monitored(cfg: DictConfig) -> None:
 def check_averaging(cfg: DictConfig) -> None:
     """Lightning's weight-averaging callbacks validate the average, but a test of the best
     checkpoint after the fit gets the raw weights back (their `on_load_checkpoint` restores
-    them), and the exported model with it: a run that tests would report the wrong weights."""
-    if cfg.get("task_name", "train") != "train" or not cfg.get("test", False):
+    them), and the exported model with it: a run that tests would report the wrong weights.
+    `model.ema_decay` keeps its average as a second module, which FSDP would flatten and shard
+    apart from the net's: each rank would hold different pieces of the two."""
+    if cfg.get("task_name", "train") != "train":
+        return
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
+    if OmegaConf.select(cfg, "model.ema_decay", default=None) is not None and strategy == "fsdp":
+        raise ConfigError(
+            "model.ema_decay cannot be used with strategy=fsdp (trainer=fsdp): the average and "
+            "the net would be sharded apart; use trainer=ddp, or model.ema_decay=null"
+        )
+    if not cfg.get("test", False):
         return
     for name, node in (cfg.get("callbacks") or {}).items():
         target = node.get("_target_") if isinstance(node, DictConfig) else None
