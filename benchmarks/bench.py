@@ -122,7 +122,7 @@ def plain_setup(base: list[str], epochs: int, out: str) -> tuple[Any, Any, Any]:
 def plain_trec(epochs: int) -> dict[str, Any]:
     """The same data module, model, seed, batch order and per-batch reseeding as labrun, in a
     hand-written loop: zero_grad, forward, cross-entropy (with the recipe's label smoothing),
-    backward, clip, step."""
+    backward, clip, step, and the recipe's moving average of the weights."""
     import torch
     import torch.nn.functional as F
 
@@ -147,6 +147,8 @@ def plain_trec(epochs: int) -> dict[str, Any]:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 optimizer.step()
+                if model.net_ema is not None:  # the recipe's moving average of the weights
+                    average_into(model.net_ema, model.net, model.hparams.ema_decay)
                 losses.append(loss.item())
                 steps.append(time.perf_counter())
             times.append(time.perf_counter() - start)
