@@ -1,5 +1,5 @@
-"""`model.ema_decay`: a moving average of a text net's weights, updated after each training
-batch, is what validates, tests and is exported, while the net itself trains; unset, there is
+"""`model.ema_decay`: a moving average of a text net's weights, updated after each optimizer
+step, is what validates, tests and is exported, while the net itself trains; unset, there is
 no copy and a stored run (which has no such key) trains as it did."""
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ RESUMABLE = [
     "~callbacks.early_stopping",
     "~callbacks.progress_bar",
     "tracking.log_model=false",
+    "model.ema_decay=0.9",  # the average must resume too (it lost an update per resume once)
 ]
 
 

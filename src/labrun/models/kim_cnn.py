@@ -110,8 +110,7 @@ class KimCNN(TokenClassifier):
         )
         self.keep_average()
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
+    def constrain(self) -> None:
         if self.hparams.max_norm is not None:
             with torch.no_grad():
                 head = self.net.head.weight

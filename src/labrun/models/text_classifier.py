@@ -89,7 +89,7 @@ class TokenClassifier(Classifier):
     nothing, so a run without it uses the random stream it always did.
 
     `hparams.ema_decay` (e.g. 0.99): an exponential moving average of the net's weights,
-    updated after every training batch, is what validates, tests and is exported; the net
+    updated after every optimizer step, is what validates, tests and is exported; the net
     itself trains on. Unset, there is no copy (`net_ema` is None)."""
 
     net: nn.Module
@@ -104,7 +104,12 @@ class TokenClassifier(Classifier):
         net = self.net if self.training or self.net_ema is None else self.net_ema
         return net(ids, lengths)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The step, then the net's constraints, then the average: all before the batch-end
+        callbacks, so a checkpoint saved at a batch's end holds an average that matches its net
+        (updated in `on_train_batch_end`, it ran after them, and a resume lost one update)."""
+        super().optimizer_step(*args, **kwargs)
+        self.constrain()
         if self.net_ema is None:
             return
         weight = 1.0 - self.hparams.ema_decay
@@ -113,6 +118,9 @@ class TokenClassifier(Classifier):
                 avg.lerp_(now, weight)
             for avg, now in zip(self.net_ema.buffers(), self.net.buffers(), strict=True):
                 avg.copy_(now)
+
+    def constrain(self) -> None:
+        """What a net imposes on its weights after each step (Kim's max-norm); none here."""
 
     def unpack(
         self, batch: tuple[torch.Tensor, ...]
