@@ -127,6 +127,7 @@ def plain_trec(epochs: int) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from labrun.job import determinism
+    from labrun.models.averaging import average_into
 
     with tempfile.TemporaryDirectory() as out:
         cfg, dm, model = plain_setup(TREC, epochs, out)
@@ -156,17 +157,6 @@ def plain_trec(epochs: int) -> dict[str, Any]:
     return measured(times, steps, losses, memory)
 
 
-def average_into(average: Any, net: Any, decay: float) -> None:
-    """average <- decay * average + (1 - decay) * net; BatchNorm statistics copied."""
-    import torch
-
-    with torch.no_grad():
-        for a, b in zip(average.parameters(), net.parameters(), strict=True):
-            a.lerp_(b, 1.0 - decay)
-        for a, b in zip(average.buffers(), net.buffers(), strict=True):
-            a.copy_(b)
-
-
 def plain_gan(epochs: int) -> dict[str, Any]:
     """The DCGAN's step by hand: D on real and detached fake, then G, each zero_grad/backward/
     step (the recipe clips neither), with the recipe's loss (hinge or BCE) and top-k share,
@@ -176,6 +166,7 @@ def plain_gan(epochs: int) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from labrun.job import determinism
+    from labrun.models.averaging import average_into
 
     with tempfile.TemporaryDirectory() as out:
         cfg, dm, gan = plain_setup(GAN, epochs, out)

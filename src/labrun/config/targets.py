@@ -133,7 +133,9 @@ def check_averaging(cfg: DictConfig) -> None:
     if cfg.get("task_name", "train") != "train":
         return
     strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
-    if OmegaConf.select(cfg, "model.ema_decay", default=None) is not None and strategy == "fsdp":
+    if OmegaConf.select(cfg, "model.ema_decay", default=None) is not None and str(
+        strategy
+    ).startswith("fsdp"):
         raise ConfigError(
             "model.ema_decay cannot be used with strategy=fsdp (trainer=fsdp): the average and "
             "the net would be sharded apart; use trainer=ddp, or model.ema_decay=null"

@@ -19,6 +19,7 @@ from torch import nn
 from labrun.config.rules import Decay, Positive, Probability, Together
 from labrun.errors import ConfigError
 from labrun.metrics import confident_by_class, confident_share, mode_coverage
+from labrun.models.averaging import average_into
 
 # Runs pickled before the nets moved to dcgan.py name them here: keep them importable.
 from labrun.models.dcgan import DCGANDiscriminator, DCGANGenerator, GeneratorSampler
@@ -195,10 +196,7 @@ class GAN(L.LightningModule):
             t = float(self.ema_updates)
             decay = min(decay, (1.0 + t) / (10.0 + t))
             self.ema_updates += 1
-        for a, b in zip(ema.parameters(), now.parameters(), strict=True):
-            a.lerp_(b, 1.0 - decay)
-        for a, b in zip(ema.buffers(), now.buffers(), strict=True):
-            a.copy_(b)
+        average_into(ema, now, decay)
 
     @torch.no_grad()
     def recompute_bn_stats(self) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from labrun.config.rules import Decay, Positive, Probability
 from labrun.data.preprocess import PAD_ID, UNK_ID
+from labrun.models.averaging import average_into
 from labrun.models.classifier import Classifier
 
 Pooling = Literal["last", "mean", "max"]
@@ -110,14 +111,8 @@ class TokenClassifier(Classifier):
         (updated in `on_train_batch_end`, it ran after them, and a resume lost one update)."""
         super().optimizer_step(*args, **kwargs)
         self.constrain()
-        if self.net_ema is None:
-            return
-        weight = 1.0 - self.hparams.ema_decay
-        with torch.no_grad():
-            for avg, now in zip(self.net_ema.parameters(), self.net.parameters(), strict=True):
-                avg.lerp_(now, weight)
-            for avg, now in zip(self.net_ema.buffers(), self.net.buffers(), strict=True):
-                avg.copy_(now)
+        if self.net_ema is not None:
+            average_into(self.net_ema, self.net, self.hparams.ema_decay)
 
     def constrain(self) -> None:
         """What a net imposes on its weights after each step (Kim's max-norm); none here."""
