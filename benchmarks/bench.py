@@ -121,19 +121,20 @@ def plain_setup(base: list[str], epochs: int, out: str) -> tuple[Any, Any, Any]:
 
 def plain_trec(epochs: int) -> dict[str, Any]:
     """The same data module, model, seed, batch order and per-batch reseeding as labrun, in a
-    hand-written loop: zero_grad, forward, cross-entropy (with the recipe's label smoothing),
-    backward, clip, step, and the recipe's moving average of the weights."""
+    hand-written loop: zero_grad, forward, cross-entropy (with the recipe's label smoothing and
+    R-Drop), backward, clip, step, and the recipe's moving average of the weights."""
     import torch
     import torch.nn.functional as F
 
     from labrun.job import determinism
     from labrun.models.averaging import average_into
+    from labrun.models.classifier import symmetric_kl
 
     with tempfile.TemporaryDirectory() as out:
         cfg, dm, model = plain_setup(TREC, epochs, out)
         optimizer = model.configure_optimizers()
         loader = dm.train_dataloader()
-        clip = cfg.trainer.gradient_clip_val
+        clip, rdrop = cfg.trainer.gradient_clip_val, model.hparams.get("rdrop", 0.0)
         losses, times, memory, steps = [], [], [], []
         for epoch in range(epochs):
             loader.batch_sampler.set_epoch(epoch)
@@ -145,6 +146,10 @@ def plain_trec(epochs: int) -> dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
                 logits = model(ids, lengths)
                 loss = F.cross_entropy(logits, labels, label_smoothing=model.label_smoothing)
+                if rdrop:  # the recipe's R-Drop: a second pass, pulled towards the first
+                    second = model(ids, lengths)
+                    again = F.cross_entropy(second, labels, label_smoothing=model.label_smoothing)
+                    loss = (loss + again) / 2 + rdrop * symmetric_kl(logits, second)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 optimizer.step()

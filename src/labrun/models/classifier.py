@@ -34,13 +34,23 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     )
 
 
+def symmetric_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(KL(p_a || p_b) + KL(p_b || p_a)) / 2 of two logit batches, averaged over the batch:
+    R-Drop's pull between two dropout passes of one input (Liang et al. 2021)."""
+    log_a, log_b = F.log_softmax(a, dim=-1), F.log_softmax(b, dim=-1)
+    pointwise = (log_a.exp() - log_b.exp()) * (log_a - log_b)  # the sum of both KL terms
+    return pointwise.sum(-1).mean() / 2
+
+
 class Classifier(L.LightningModule):
     """Cross-entropy training with accuracy, macro precision/recall/F1 and one-vs-rest AUROC.
 
     Subclasses build `self.net` and say how a batch splits into inputs and labels (`unpack`).
     L2 is the optimizer's weight_decay, `l1` adds an L1 penalty on the weights, gradient
     clipping is the Trainer's `gradient_clip_val`, and `label_smoothing` (e.g. 0.1) trains
-    towards (1 - s) on the label and s spread over all classes.
+    towards (1 - s) on the label and s spread over all classes. A subclass whose hparams hold
+    `rdrop` (e.g. 1.0) trains each batch twice under different dropout masks: the mean of the
+    two losses plus `rdrop` times their symmetric KL (R-Drop, Liang et al. 2021).
     """
 
     # What validation logs (labrun.contracts.DeclaresMetrics): `classification_metrics` + loss.
@@ -90,6 +100,11 @@ class Classifier(L.LightningModule):
         logits = self(*inputs)
         # smoothing shapes the training target only: val and test losses stay plain cross-entropy
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        rdrop = self.hparams.get("rdrop", 0.0)
+        if rdrop:  # a second pass under other dropout masks; unset, nothing more is drawn
+            second = self(*inputs)
+            again = F.cross_entropy(second, labels, label_smoothing=self.label_smoothing)
+            loss = (loss + again) / 2 + rdrop * symmetric_kl(logits, second)
         if self.l1 > 0:
             weights = (p for name, p in self.net.named_parameters() if "weight" in name)
             loss = loss + self.l1 * sum(p.abs().sum() for p in weights)

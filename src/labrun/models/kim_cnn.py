@@ -94,6 +94,7 @@ class KimCNN(TokenClassifier):
         wide: bool = False,
         word_dropout: Probability = 0.0,
         ema_decay: Decay | None = None,
+        rdrop: Annotated[float, Ge(0)] = 0.0,
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         widths = tuple(int(w) for w in widths)  # not Hydra's ListConfig: checkpoints load

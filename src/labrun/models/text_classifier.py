@@ -160,6 +160,7 @@ class TextClassifier(TokenClassifier):
         embedding_init: EmbeddingInit = "normal",
         word_dropout: Probability = 0.0,
         ema_decay: Decay | None = None,
+        rdrop: Annotated[float, Ge(0)] = 0.0,
     ) -> None:
         super().__init__(num_classes, optimizer, scheduler, l1, monitor, label_smoothing)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
